@@ -1,0 +1,3 @@
+"""disncl: image–text retrieval that stays accurate when training pairs are noisy."""
+
+__version__ = "0.1.0"
