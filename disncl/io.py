@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,3 +39,32 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_dir(directory: str | os.PathLike[str], fill: Callable[[Path], None]) -> Path:
+    """Fill a temporary sibling folder, then swap it in by renames.
+
+    A kill at any moment leaves the complete old folder (under its name or ``<name>.old``) or
+    the complete new one; :func:`find_complete_dir` picks whichever survived.
+    """
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def find_complete_dir(directory: str | os.PathLike[str], marker: str) -> Path | None:
+    """``directory`` if it holds ``marker``, else its ``.old`` twin from an interrupted swap."""
+    directory = Path(directory)
+    for cand in (directory, directory.with_name(directory.name + ".old")):
+        if (cand / marker).is_file():
+            return cand
+    return None

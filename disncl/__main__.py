@@ -1,0 +1,5 @@
+import sys
+
+from disncl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""Quality of the clean/noisy split against ground-truth noise flags (Eq. 12 in docs/method.md).
+
+numpy + sklearn.metrics; pure functions (arrays in, dicts of floats out).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def _ratio(num: int, den: int) -> float:
+    """num / den, NaN when den == 0 (an undefined rate is reported as NaN, not 0)."""
+    return float(num) / float(den) if den > 0 else float("nan")
+
+
+def detection_metrics(clean_prob: np.ndarray, is_clean: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Noise-detection metrics of the clean probabilities (Eq. 12 in docs/method.md).
+
+    Noisy is the positive class. flag_k = [w_k <= threshold] (the complement of NCR's clean rule w > 0.5).
+    auroc = ROC-AUC of the score 1 - w against the noisy label (NaN and auroc_defined = 0.0 when only
+    one class is present); with TP/FP/FN/TN counted on flag vs. noisy:
+    noisy_precision = TP/(TP+FP), noisy_recall = TP/(TP+FN), noisy_f1 = 2TP/(2TP+FP+FN),
+    clean_precision = TN/(TN+FN), clean_recall = TN/(TN+FP), flagged_fraction = mean(flag),
+    true_noise_rate = mean(noisy). Undefined ratios (0/0) are NaN.
+    """
+    w = np.asarray(clean_prob, dtype=np.float64).reshape(-1)
+    clean = np.asarray(is_clean).reshape(-1).astype(bool)
+    if w.size != clean.size or w.size == 0:
+        raise ValueError(f"clean_prob and is_clean must be non-empty with equal length, got {w.size}, {clean.size}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("clean_prob contains NaN/inf")
+    noisy = ~clean
+    flag = w <= threshold
+    tp = int(np.sum(flag & noisy))
+    fp = int(np.sum(flag & clean))
+    fn = int(np.sum(~flag & noisy))
+    tn = int(np.sum(~flag & clean))
+    defined = bool(noisy.any() and clean.any())
+    return {
+        "auroc": float(roc_auc_score(noisy, 1.0 - w)) if defined else float("nan"),
+        "auroc_defined": 1.0 if defined else 0.0,
+        "noisy_precision": _ratio(tp, tp + fp),
+        "noisy_recall": _ratio(tp, tp + fn),
+        "noisy_f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "clean_precision": _ratio(tn, tn + fn),
+        "clean_recall": _ratio(tn, tn + fp),
+        "flagged_fraction": float(np.mean(flag)),
+        "true_noise_rate": float(np.mean(noisy)),
+    }

@@ -1,0 +1,233 @@
+"""Building a DisNCL model, and saving/loading it as a self-describing directory.
+
+A saved model directory holds:
+
+* ``model.safetensors`` - the full ``state_dict`` (CLIP towers, heads, CLUB networks);
+* ``model.json`` - ``{"format_version", "model_config", "clip_config"}``, enough to rebuild the
+  architecture offline, even when it started from a pretrained backbone;
+* ``tokenizer/`` - the tokenizer, via ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from disncl.io import atomic_write, atomic_write_json
+
+from .config import ModelConfig
+from .disncl import DisNCLModel
+from .tokenizer import load_tokenizer, train_word_tokenizer
+from .towers import build_clip, clip_config_dict, clip_from_config_dict, load_clip, set_text_eos_id, text_eos_id
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "model.json"
+TOKENIZER_DIR = "tokenizer"
+# What CLIPImageProcessor uses when a checkpoint ships no preprocessor_config.json.
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# How many differing keys an error message lists before summarising the rest as a count.
+_SHOWN = 5
+
+
+class CheckpointError(ValueError):
+    """A saved model cannot be loaded: missing, corrupt, from a newer format, or another architecture."""
+
+
+def build_model(cfg: ModelConfig, captions: list[str] | None) -> tuple[DisNCLModel, PreTrainedTokenizerBase]:
+    """Create a fresh model and its tokenizer; ``cfg`` is updated in place to describe what was built.
+
+    With ``cfg.backbone=None`` a word-level tokenizer is trained on ``captions`` and a tiny CLIP
+    is built from ``cfg`` (``cfg.vocab_size`` is set). Otherwise CLIP and its tokenizer are
+    loaded from the local directory ``cfg.backbone`` and the tower fields of ``cfg`` are taken
+    from the checkpoint (see :class:`ModelConfig`); ``captions`` is ignored.
+    """
+    if cfg.backbone is None:
+        if not captions:
+            raise ValueError("training a tokenizer from scratch needs captions (cfg.backbone is None)")
+        tokenizer = train_word_tokenizer(captions)
+        cfg.vocab_size = len(tokenizer)
+        return DisNCLModel(cfg, build_clip(cfg, tokenizer)), tokenizer
+
+    clip = load_clip(cfg.backbone)
+    tokenizer = load_tokenizer(cfg.backbone)
+    _adopt_backbone(cfg, clip, tokenizer)
+    return DisNCLModel(cfg, clip), tokenizer
+
+
+def _adopt_backbone(cfg: ModelConfig, clip: Any, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Copy a pretrained CLIP's architecture and preprocessing into ``cfg`` and check the tokenizer fits."""
+    text, vision = clip.config.text_config, clip.config.vision_config
+    if len(tokenizer) > text.vocab_size:
+        raise ValueError(
+            f"{cfg.backbone}: tokenizer has {len(tokenizer)} tokens but the text tower only {text.vocab_size}"
+        )
+    if cfg.max_text_len > text.max_position_embeddings:
+        raise ValueError(
+            f"max_text_len={cfg.max_text_len} exceeds the backbone's {text.max_position_embeddings} positions"
+        )
+    # OpenAI configs carry a legacy eos_token_id of 2; the tokenizer knows the real one.
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id != text_eos_id(clip):
+        set_text_eos_id(clip, tokenizer.eos_token_id)
+    cfg.embed_dim = clip.config.projection_dim
+    cfg.image_size = _as_int(vision.image_size)
+    cfg.patch_size = _as_int(vision.patch_size)
+    cfg.vision_width, cfg.vision_layers = vision.hidden_size, vision.num_hidden_layers
+    cfg.vision_heads = vision.num_attention_heads
+    cfg.text_width, cfg.text_layers = text.hidden_size, text.num_hidden_layers
+    cfg.text_heads = text.num_attention_heads
+    cfg.vocab_size = text.vocab_size
+    cfg.image_mean, cfg.image_std = _image_stats(Path(cfg.backbone))
+
+
+def _as_int(size: int | list[int] | tuple[int, int]) -> int:
+    if isinstance(size, int):
+        return size
+    if len(set(size)) != 1:
+        raise ValueError(f"only square images/patches are supported, got {size}")
+    return int(size[0])
+
+
+def _image_stats(backbone: Path) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Normalisation mean/std from ``preprocessor_config.json``, else OpenAI CLIP's."""
+    path = backbone / "preprocessor_config.json"
+    if not path.is_file():
+        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    pre = json.loads(path.read_text(encoding="utf-8"))
+    mean = tuple(float(v) for v in pre.get("image_mean", OPENAI_CLIP_MEAN))
+    std = tuple(float(v) for v in pre.get("image_std", OPENAI_CLIP_STD))
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"{path}: expected 3-channel image_mean/image_std, got {mean} / {std}")
+    return mean, std  # type: ignore[return-value]
+
+
+def save_model(
+    model: DisNCLModel, tokenizer: PreTrainedTokenizerBase, directory: str | os.PathLike[str]
+) -> Path:
+    """Write ``model`` and ``tokenizer`` to ``directory`` (created if needed); returns the directory.
+
+    ``model.json`` is written last, so a directory with a ``model.json`` has complete weights.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / META_FILE).unlink(missing_ok=True)
+    tokenizer.save_pretrained(out / TOKENIZER_DIR)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write(out / WEIGHTS_FILE, lambda tmp: save_file(state, os.fspath(tmp), metadata={"format": "pt"}))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model_config": asdict(model.cfg),
+        "clip_config": clip_config_dict(model.clip),
+    }
+    atomic_write_json(out / META_FILE, meta)
+    return out
+
+
+def load_model(
+    directory: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[DisNCLModel, PreTrainedTokenizerBase]:
+    """Rebuild a model saved by :func:`save_model` from ``model.json`` and load its weights strictly.
+
+    Never reads ``cfg.backbone`` nor the network. The model is returned on ``device`` in eval
+    mode. Raises :class:`CheckpointError` for anything that prevents an exact restore.
+    """
+    src = Path(directory)
+    meta = _read_meta(src / META_FILE)
+    cfg = _config_from_dict(meta["model_config"], src / META_FILE)
+    try:
+        clip = clip_from_config_dict(meta["clip_config"])
+        model = DisNCLModel(cfg, clip)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{src / META_FILE}: cannot rebuild the architecture: {exc}") from exc
+    load_weights(model, src / WEIGHTS_FILE)
+    try:
+        tokenizer = load_tokenizer(src / TOKENIZER_DIR)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{src / TOKENIZER_DIR}: cannot load the tokenizer: {exc}") from exc
+    return model.to(device).eval(), tokenizer
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: not found; is {path.parent} a directory written by save_model?") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc}); re-save the model") from exc
+    if not isinstance(meta, dict) or not {"format_version", "model_config", "clip_config"} <= meta.keys():
+        raise CheckpointError(f"{path}: needs format_version, model_config and clip_config")
+    version = meta["format_version"]
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format_version {version} is newer than this disncl reads ({FORMAT_VERSION}); "
+            "upgrade disncl to load it"
+        )
+    return meta
+
+
+def _config_from_dict(d: dict[str, Any], source: Path) -> ModelConfig:
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise CheckpointError(f"{source}: unknown model_config fields {unknown}; upgrade disncl to load it")
+    values = dict(d)
+    # JSON has no tuples.
+    for key in ("image_mean", "image_std"):
+        if key in values:
+            values[key] = tuple(values[key])
+    return ModelConfig(**values)
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read a safetensors weight file onto the CPU, turning any corruption into :class:`CheckpointError`."""
+    try:
+        return load_file(os.fspath(path), device="cpu")
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: weight file not found") from exc
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: corrupt or truncated safetensors file ({exc}); re-save or re-copy the checkpoint"
+        ) from exc
+
+
+def load_weights(model: DisNCLModel, path: str | os.PathLike[str]) -> None:
+    """Load a weight file into an existing ``model``, strictly; raise :class:`CheckpointError` on mismatch."""
+    state = read_state_dict(path)
+    problems = state_dict_mismatches(model.state_dict(), state)
+    if problems:
+        raise CheckpointError(
+            f"{path}: weights do not match this model's architecture: {'; '.join(problems)}. "
+            "The checkpoint was written for a different ModelConfig: load its directory with "
+            "load_model (which rebuilds the architecture from model.json) or build the model "
+            "with the config it was trained with."
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def state_dict_mismatches(expected: dict[str, Tensor], found: dict[str, Tensor]) -> list[str]:
+    """Human-readable differences (missing/unexpected keys, shape changes) between two state dicts."""
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    shapes = sorted(
+        f"{k} {tuple(found[k].shape)} in file vs {tuple(expected[k].shape)} in model"
+        for k in expected.keys() & found.keys()
+        if found[k].shape != expected[k].shape
+    )
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes)):
+        if items:
+            more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:_SHOWN])}{more}")
+    return problems

@@ -1,0 +1,37 @@
+"""Hyper-parameters that fix the architecture of a DisNCL model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the towers and the MII/MEI heads.
+
+    With ``backbone=None`` the towers are a tiny CLIP trained from scratch and every field
+    below is used as written. With ``backbone`` set to a local CLIP checkpoint directory,
+    :func:`disncl.models.checkpoint.build_model` overwrites the tower fields (widths, layers,
+    heads, ``image_size``, ``patch_size``, ``embed_dim``, ``vocab_size``) with the
+    checkpoint's values, and ``image_mean``/``image_std`` with the ones in its
+    ``preprocessor_config.json`` (OpenAI CLIP's statistics when that file is absent), so the
+    stored config always describes the model that was actually built.
+    """
+
+    backbone: str | None = None
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    text_width: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    max_text_len: int = 32
+    embed_dim: int = 128
+    mii_dim: int = 64
+    mei_dim: int = 64
+    head_hidden: int = 256
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    vocab_size: int = 0

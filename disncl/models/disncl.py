@@ -1,0 +1,111 @@
+"""The DisNCL network: CLIP towers, per-modality MII/MEI heads, and the CLUB estimators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import CLIPModel
+
+from .config import ModelConfig
+from .heads import GaussianPredictor, HeadOutput, ModalityHead
+from .towers import image_features, text_features
+
+
+@dataclass
+class Encoded:
+    """One modality's outputs for a batch.
+
+    ``h`` is the L2-normalised tower feature (the "full" embedding); ``z`` is the
+    modality-invariant code (MII) and ``u`` the modality-exclusive code (MEI), each given by
+    its posterior mean and log-variance.
+    """
+
+    h: Tensor
+    mu_z: Tensor
+    logvar_z: Tensor
+    mu_u: Tensor
+    logvar_u: Tensor
+
+    def mii(self) -> Tensor:
+        """L2-normalised MII mean: the embedding compared at retrieval time."""
+        return F.normalize(self.mu_z, dim=-1)
+
+
+class DisNCLModel(nn.Module):
+    """CLIP towers followed by heads that split each modality's feature into MII and MEI.
+
+    ``club`` holds the four CLUB variational networks ``q(b | a)``, keyed ``"<a>_<b>"``:
+    ``uv_zt`` (image MEI -> text MII), ``ut_zv`` (text MEI -> image MII), ``zv_uv`` (image
+    MII -> image MEI) and ``zt_ut`` (text MII -> text MEI).
+    """
+
+    def __init__(self, cfg: ModelConfig, clip: CLIPModel) -> None:
+        super().__init__()
+        if clip.config.projection_dim != cfg.embed_dim:
+            raise ValueError(
+                f"cfg.embed_dim={cfg.embed_dim} but the CLIP projection dim is {clip.config.projection_dim}"
+            )
+        self.cfg = cfg
+        self.clip = clip
+        self.image_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden)
+        self.text_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden)
+        # "<a>_<b>" is q(b | a): MEI predicts the other modality's MII, MII predicts its own MEI.
+        mei, mii, hid = cfg.mei_dim, cfg.mii_dim, cfg.head_hidden
+        self.club = nn.ModuleDict(
+            {
+                "uv_zt": GaussianPredictor(mei, mii, hid),
+                "ut_zv": GaussianPredictor(mei, mii, hid),
+                "zv_uv": GaussianPredictor(mii, mei, hid),
+                "zt_ut": GaussianPredictor(mii, mei, hid),
+            }
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def preprocess(self, images_uint8: Tensor | np.ndarray) -> Tensor:
+        """Turn ``(N, H, W, 3)`` uint8 RGB images into normalised ``(N, 3, S, S)`` pixel values.
+
+        ``S = cfg.image_size``; other sizes (including non-square ones) are resized to ``S x S``
+        with antialiased bilinear interpolation. The result is on the model's device and dtype.
+        """
+        images = torch.as_tensor(images_uint8)
+        if images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected (N, H, W, 3) RGB images, got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images, got {images.dtype}")
+        dtype = next(self.parameters()).dtype
+        x = images.to(self.device).permute(0, 3, 1, 2).to(dtype) / 255.0
+        size = self.cfg.image_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(self.cfg.image_mean, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.cfg.image_std, device=x.device, dtype=dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def encode_image(self, pixel_values: Tensor) -> Encoded:
+        """Encode preprocessed images (see :meth:`preprocess`)."""
+        h = F.normalize(image_features(self.clip, pixel_values), dim=-1)
+        return _encoded(h, self.image_head(h))
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Encoded:
+        """Encode tokenised captions (see :func:`disncl.models.tokenizer.tokenize`)."""
+        h = F.normalize(text_features(self.clip, input_ids, attention_mask), dim=-1)
+        return _encoded(h, self.text_head(h))
+
+    def decode_image(self, z: Tensor, u: Tensor) -> Tensor:
+        """Reconstruct the normalised image feature from MII ``z`` and MEI ``u``."""
+        return self.image_head.decode(z, u)
+
+    def decode_text(self, z: Tensor, u: Tensor) -> Tensor:
+        """Reconstruct the normalised text feature from MII ``z`` and MEI ``u``."""
+        return self.text_head.decode(z, u)
+
+
+def _encoded(h: Tensor, out: HeadOutput) -> Encoded:
+    return Encoded(h=h, mu_z=out.mu_z, logvar_z=out.logvar_z, mu_u=out.mu_u, logvar_u=out.logvar_u)

@@ -1,0 +1,106 @@
+"""Clean/noisy split of training pairs from their per-pair losses (Eq. 6 and Eq. 10 in docs/method.md).
+
+numpy + scikit-learn only; pure functions (arrays in, arrays out).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Gaussian-mixture settings of the split (NCR's values; Section 2.4 of docs/method.md)."""
+
+    n_components: int = 2
+    max_iter: int = 10
+    tol: float = 1e-2
+    reg_covar: float = 5e-4
+    threshold: float = 0.5
+    seed: int = 0
+
+
+def _normalised(losses: np.ndarray) -> np.ndarray | None:
+    """Min-max normalisation l~ = (l - min l) / (max l - min l) (Eq. 6a in docs/method.md).
+
+    Returns None when all losses are equal; raises ValueError on empty or non-finite input.
+    """
+    x = np.asarray(losses, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise ValueError("losses is empty")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ValueError(
+            f"losses contains {int(bad.sum())} NaN/inf values (first at index {int(np.flatnonzero(bad)[0])})"
+        )
+    span = x.max() - x.min()
+    if span <= 0.0:
+        return None
+    return (x - x.min()) / span
+
+
+def _fit_gmm(x: np.ndarray, cfg: SplitConfig) -> GaussianMixture:
+    """Fit the 1-D Gaussian mixture of Eq. 6b in docs/method.md (ConvergenceWarning silenced: max_iter=10)."""
+    gmm = GaussianMixture(
+        n_components=cfg.n_components,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        reg_covar=cfg.reg_covar,
+        random_state=cfg.seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm.fit(x.reshape(-1, 1))
+    return gmm
+
+
+def clean_probability(losses: np.ndarray, cfg: SplitConfig = SplitConfig()) -> np.ndarray:
+    """Clean probability of every training pair (Eq. 6 in docs/method.md).
+
+    l~_k = (l_k - min l) / (max l - min l); fit p(l~) = sum_c pi_c N(l~; m_c, s_c^2);
+    w_k = p(c* | l~_k) with c* = argmin_c m_c (the low-loss, clean component).
+    A pair is called clean when w_k > cfg.threshold.
+
+    Args:
+        losses: (N,) per-pair losses over the whole training set.
+        cfg: mixture settings.
+
+    Returns:
+        (N,) float64 array in [0, 1]. All-equal losses give all ones (nothing to separate).
+
+    Raises:
+        ValueError: empty input or any NaN/inf loss.
+    """
+    x = _normalised(losses)
+    if x is None:
+        return np.ones(np.asarray(losses).size, dtype=np.float64)
+    if x.size < cfg.n_components:
+        raise ValueError(f"need at least {cfg.n_components} losses to fit the mixture, got {x.size}")
+    gmm = _fit_gmm(x, cfg)
+    posterior = gmm.predict_proba(x.reshape(-1, 1))
+    return np.clip(posterior[:, int(np.argmin(gmm.means_.reshape(-1)))], 0.0, 1.0)
+
+
+def bimodality(losses: np.ndarray, cfg: SplitConfig = SplitConfig()) -> float:
+    """Ashman's D of the two lowest-mean mixture components (Eq. 10 in docs/method.md).
+
+    D = sqrt(2) * |m_1 - m_2| / sqrt(s_1^2 + s_2^2) on the min-max normalised losses; D > 2 is the usual
+    reading of "clearly separated". Returns 0.0 when all losses are equal.
+    """
+    x = _normalised(losses)
+    if x is None:
+        return 0.0
+    if cfg.n_components < 2:
+        raise ValueError("bimodality needs a mixture of at least 2 components")
+    if x.size < cfg.n_components:
+        raise ValueError(f"need at least {cfg.n_components} losses to fit the mixture, got {x.size}")
+    gmm = _fit_gmm(x, cfg)
+    means = gmm.means_.reshape(-1)
+    variances = gmm.covariances_.reshape(-1)
+    lo, hi = np.argsort(means)[:2]
+    return float(np.sqrt(2.0) * abs(means[hi] - means[lo]) / np.sqrt(variances[lo] + variances[hi]))

@@ -1,0 +1,86 @@
+"""One training step's loss: runs the model on a batch and hands tensors to the pure losses.
+
+The CLUB variational networks q_θ are fitted by their own NLL on detached codes (Eq. 9) while
+the encoders minimise the CLUB bound evaluated with q_θ frozen (Eq. 8): both happen in one
+backward pass because the bound is computed through ``functional_call`` with detached
+parameters, so its gradient reaches the codes and never q_θ.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+from torch.func import functional_call
+
+from disncl.losses.disncl import DisNCLInputs, DisNCLLossConfig, disncl_loss, gaussian_nll
+from disncl.losses.infonce import infonce
+from disncl.models.disncl import DisNCLModel
+from disncl.models.heads import reparameterize
+
+CLUB_PAIRS = ("uv_zt", "ut_zv", "zv_uv", "zt_ut")
+
+
+def infonce_objective(
+    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, tau: float
+) -> tuple[Tensor, dict[str, float]]:
+    """The CLIP baseline: symmetric InfoNCE on the full tower features (Eq. 0)."""
+    h_v = model.encode_image(pixels).h
+    h_t = model.encode_text(input_ids, attention_mask).h
+    loss = infonce(h_v, h_t, tau)
+    return loss, {"infonce": float(loss.detach())}
+
+
+def disncl_objective(
+    model: DisNCLModel,
+    pixels: Tensor,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    clean_prob: Tensor,
+    cfg: DisNCLLossConfig,
+) -> tuple[Tensor, dict[str, float]]:
+    """DisNCL (Eq. 1–9 in docs/method.md) for one batch of pairs."""
+    ev = model.encode_image(pixels)
+    et = model.encode_text(input_ids, attention_mask)
+    z_v, u_v = reparameterize(ev.mu_z, ev.logvar_z), reparameterize(ev.mu_u, ev.logvar_u)
+    z_t, u_t = reparameterize(et.mu_z, et.logvar_z), reparameterize(et.mu_u, et.logvar_u)
+    codes = {"uv_zt": (u_v, z_t), "ut_zv": (u_t, z_v), "zv_uv": (z_v, u_v), "zt_ut": (z_t, u_t)}
+
+    club: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+    q_nll = pixels.new_zeros(())
+    if cfg.use_mi and cfg.mi_estimator == "club":
+        for name in CLUB_PAIRS:
+            a, b = codes[name]
+            q = model.club[name]
+            frozen = {k: p.detach() for k, p in q.named_parameters()}
+            q_mu, q_logvar = functional_call(q, frozen, (a,))
+            club[name] = (q_mu, q_logvar, b)
+            q_nll = q_nll + gaussian_nll(*q(a.detach()), b.detach())
+
+    inputs = DisNCLInputs(
+        z_v=z_v, z_t=z_t,
+        mu_zv=ev.mu_z, logvar_zv=ev.logvar_z, mu_zt=et.mu_z, logvar_zt=et.logvar_z,
+        mu_uv=ev.mu_u, logvar_uv=ev.logvar_u, mu_ut=et.mu_u, logvar_ut=et.logvar_u,
+        u_v=u_v, u_t=u_t, h_v=ev.h, h_t=et.h,
+        recon_v=model.decode_image(z_v, u_v), recon_t=model.decode_text(z_t, u_t),
+        club=club, clean_prob=clean_prob,
+    )
+    total, terms = disncl_loss(inputs, cfg)
+    terms["q_nll"] = float(q_nll.detach())
+    return total + q_nll, terms
+
+
+def batch_objective(
+    method: str,
+    model: DisNCLModel,
+    pixels: Tensor,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    clean_prob: Tensor,
+    cfg: DisNCLLossConfig,
+) -> tuple[Tensor, dict[str, float]]:
+    if method == "infonce":
+        return infonce_objective(model, pixels, input_ids, attention_mask, cfg.tau)
+    if method == "disncl":
+        return disncl_objective(model, pixels, input_ids, attention_mask, clean_prob, cfg)
+    raise ValueError(f"unknown method {method!r}; choose infonce or disncl")
+
+

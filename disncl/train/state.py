@@ -1,0 +1,136 @@
+"""Training-state checkpoints: model + optimizer + schedule + RNG, as safetensors + JSON (no pickles).
+
+A checkpoint is a directory (``last/`` or ``best/``) holding the model files of
+:mod:`disncl.models.checkpoint` plus ``train_state.safetensors`` / ``train_state.json``. It is
+written into a temporary sibling and swapped in by renames, so a kill at any moment leaves
+either the previous complete checkpoint or the new one under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from disncl.io import atomic_dir, atomic_write, atomic_write_json, find_complete_dir
+from disncl.models.checkpoint import load_model, save_model
+
+STATE_VERSION = 1
+
+
+@dataclass
+class TrainState:
+    """What, beyond the weights, a resumed run needs to continue exactly."""
+
+    epoch: int  # epochs completed
+    step: int
+    best_score: float
+    best_epoch: int
+    clean_prob: np.ndarray
+
+
+def _flatten_optimizer(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}
+    for pid, entries in opt_state["state"].items():
+        meta["state"][str(pid)] = {}
+        for name, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{pid}.{name}"] = value.detach().cpu().contiguous()
+                meta["state"][str(pid)][name] = "tensor"
+            else:
+                meta["state"][str(pid)][name] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for pid, entries in meta["state"].items():
+        state[int(pid)] = {
+            name: tensors[f"optim.{pid}.{name}"] if value == "tensor" else value for name, value in entries.items()
+        }
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: TrainState,
+) -> Path:
+    def fill(tmp: Path) -> None:
+        save_model(model, tokenizer, tmp)
+        _write_state(tmp, optimizer, scheduler, state)
+
+    return atomic_dir(directory, fill)
+
+
+def _write_state(
+    tmp: Path,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: TrainState,
+) -> None:
+    tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
+    tensors["clean_prob"] = torch.from_numpy(np.ascontiguousarray(state.clean_prob, dtype=np.float32))
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    atomic_write(tmp / "train_state.safetensors", lambda p: save_file(tensors, str(p)))
+    atomic_write_json(
+        tmp / "train_state.json",
+        {
+            "format_version": STATE_VERSION,
+            "epoch": state.epoch,
+            "step": state.step,
+            "best_score": state.best_score,
+            "best_epoch": state.best_epoch,
+            "optimizer": optim_meta,
+            "scheduler": scheduler.state_dict(),
+        },
+    )
+
+
+def find_checkpoint(directory: str | Path) -> Path | None:
+    """The complete checkpoint at ``directory``, or the previous one if a swap was interrupted."""
+    return find_complete_dir(directory, "train_state.json")
+
+
+def load_checkpoint(
+    directory: str | Path,
+    optimizer_factory,
+    scheduler_factory,
+    device: torch.device,
+):
+    """Load model, tokenizer, optimizer, scheduler and :class:`TrainState`; restores the RNG state."""
+    directory = Path(directory)
+    model, tokenizer = load_model(directory, device=device)
+    meta = json.loads((directory / "train_state.json").read_text(encoding="utf-8"))
+    if meta.get("format_version", 0) > STATE_VERSION:
+        raise ValueError(
+            f"{directory}: training state format {meta['format_version']} is newer than this disncl "
+            f"understands ({STATE_VERSION}); upgrade disncl to resume it"
+        )
+    tensors = load_file(str(directory / "train_state.safetensors"))
+    optimizer = optimizer_factory(model)
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    scheduler = scheduler_factory(optimizer)
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    state = TrainState(
+        epoch=meta["epoch"],
+        step=meta["step"],
+        best_score=meta["best_score"],
+        best_epoch=meta["best_epoch"],
+        clean_prob=tensors["clean_prob"].numpy().copy(),
+    )
+    return model, tokenizer, optimizer, scheduler, state
