@@ -22,6 +22,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600 files; give the final file the permissions a plain open() would.
+    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
@@ -31,6 +33,12 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

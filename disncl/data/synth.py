@@ -269,7 +269,7 @@ def _object_key(obj: _Object) -> str:
     return f"{COLOURS[obj.colour]} {SIZES[obj.size]} {SHAPES[obj.shape]}"
 
 
-def scene_key(objects: tuple[_Object, ...], relation: int) -> str:
+def _scene_key(objects: tuple[_Object, ...], relation: int) -> str:
     """Canonical shared key, e.g. ``"red small circle | left-of | blue large square"``."""
     if len(objects) == 1:
         return _object_key(objects[0])
@@ -302,7 +302,7 @@ def _object_phrase(obj: _Object, shape_syn: int, size_syn: int) -> str:
     return f"a {size_word} {COLOURS[obj.colour]} {SHAPE_SYNONYMS[obj.shape][shape_syn]}"
 
 
-def render_caption(scene: _Scene, choice: _CaptionChoice) -> str:
+def _render_caption(scene: _Scene, choice: _CaptionChoice) -> str:
     """The caption text for ``scene`` under the caption-exclusive ``choice``."""
     phrases = [
         _object_phrase(obj, choice.shape_syn[k], choice.size_syn[k]) for k, obj in enumerate(scene.objects)
@@ -344,7 +344,7 @@ def parse_caption(caption: str) -> str:
         for m in matches
     ]
     if len(objects) == 1:
-        return scene_key((objects[0],), -1)
+        return _scene_key((objects[0],), -1)
     if len(objects) != 2:
         raise ValueError(f"expected one or two object phrases in {caption!r}")
     between = caption[matches[0].end() : matches[1].start()].strip()
@@ -352,7 +352,7 @@ def parse_caption(caption: str) -> str:
         raise ValueError(f"unknown relation phrase {between!r} in {caption!r}")
     relation, inverse = _RELATION_OF[between]
     ordered = (objects[1], objects[0]) if inverse else (objects[0], objects[1])
-    return scene_key(ordered, relation)
+    return _scene_key(ordered, relation)
 
 
 def _shift(rgb: tuple[int, int, int], delta: np.ndarray) -> tuple[int, int, int]:
@@ -422,7 +422,7 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: _Object, cx: float, cy: float, 
         draw.polygon([(cx, cy - r), (cx + 0.8 * r, cy), (cx, cy + r), (cx - 0.8 * r, cy)], fill=ink)
 
 
-def draw_image(scene: _Scene, size: int, rng: np.random.Generator) -> tuple[Image.Image, int]:
+def _draw_image(scene: _Scene, size: int, rng: np.random.Generator) -> tuple[Image.Image, int]:
     """Render ``scene`` at ``size``×``size``; returns the image and its number of clutter blobs."""
     base = BACKGROUND_RGB[scene.background]
     img = Image.new("RGB", (size, size), base)
@@ -490,16 +490,16 @@ def _generate_split(
     for i in tqdm(range(n_images), desc=f"synth {split}", unit="img", disable=not progress):
         image_rng = _rng(cfg.seed, split, i, 0)
         scene = _sample_scene(image_rng, cfg.two_object_prob)
-        img, n_clutter = draw_image(scene, cfg.image_size, image_rng)
+        img, n_clutter = _draw_image(scene, cfg.image_size, image_rng)
         name = f"{i:06d}.png"
         img.save(image_dir / name, format="PNG", compress_level=1)
-        key = scene_key(scene.objects, scene.relation)
+        key = _scene_key(scene.objects, scene.relation)
         image_rows.append(_image_factor_row(scene, n_clutter))
         image_keys.append(key)
         caption_rng = _rng(cfg.seed, split, i, 1)
         for _ in range(cfg.captions_per_image):
             choice = _sample_caption(caption_rng, scene, tie_prob)
-            csv_rows.append((f"images/{split}/{name}", render_caption(scene, choice)))
+            csv_rows.append((f"images/{split}/{name}", _render_caption(scene, choice)))
             caption_rows.append(_caption_factor_row(choice, i))
             caption_keys.append(key)
     _remove_stale_images(image_dir, n_images)

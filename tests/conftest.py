@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic benchmark on disk, shared by the tests that need a real dataset."""
+    from disncl.data.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, SynthConfig(n_train=48, n_val=12, n_test=12, image_size=32, seed=3), progress=False)
+    return out
+
+
+def tiny_overrides(data_root: Path, out: Path, **extra: object) -> list[str]:
+    """Config overrides for a model small enough to train in seconds on a CPU."""
+    values = {
+        "data.root": str(data_root),
+        "data.noise_rate": 0.5,
+        "data.noise_kind": "image",
+        "model.image_size": 32,
+        "model.patch_size": 8,
+        "model.vision_width": 32,
+        "model.vision_layers": 1,
+        "model.vision_heads": 2,
+        "model.text_width": 32,
+        "model.text_layers": 1,
+        "model.text_heads": 2,
+        "model.embed_dim": 32,
+        "model.mii_dim": 16,
+        "model.mei_dim": 16,
+        "model.head_hidden": 32,
+        "train.batch_size": 32,
+        "train.eval_batch_size": 64,
+        "train.epochs": 2,
+        "train.warmup_epochs": 1,
+        "train.lr_warmup_steps": 2,
+        "train.device": "cpu",
+        "train.out": str(out),
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from disncl.config import ConfigError, RunConfig, dump_yaml, load_config
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  epochs: 3\nloss:\n  gamma: 0.5\n")
+    cfg = load_config(f, ["train.epochs=7", "data.noise_rate=0.2", "loss.soft_targets=false"])
+    assert cfg.train.epochs == 7
+    assert cfg.loss.gamma == 0.5
+    assert cfg.data.noise_rate == 0.2
+    assert cfg.loss.soft_targets is False
+    assert cfg.model.embed_dim == RunConfig().model.embed_dim
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(None, ["train.method=infonce", "model.image_mean=[0.1, 0.2, 0.3]"])
+    f = tmp_path / "saved.yaml"
+    f.write_text(dump_yaml(cfg))
+    assert load_config(f) == cfg
+    assert cfg.model.image_mean == (0.1, 0.2, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "unknown key(s) ['epoch']"),
+        ("train.epochs=three", "expected an integer"),
+        ("train.method=sgd", "not one of"),
+        ("nosection.x=1", "unknown key(s) ['nosection']"),
+        ("train.epochs", "section.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_problem(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):
+        load_config(None, [override])
+
+
+def test_selection_space_follows_method() -> None:
+    assert load_config(None, ["train.method=disncl"]).selection_space() == "mii"
+    assert load_config(None, ["train.method=infonce"]).selection_space() == "full"
+    assert load_config(None, ["train.method=infonce", "train.select_on=mii"]).selection_space() == "mii"

@@ -1,0 +1,93 @@
+"""synth → train a few steps → checkpoint → resume → eval, through the real CLI code paths."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_overrides
+
+from disncl.cli import main
+from disncl.config import load_config
+from disncl.eval.run import evaluate_run
+from disncl.train.loop import train
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["disncl", "infonce"])
+def test_train_writes_checkpoints_scores_and_log(tiny_synth: Path, tmp_path: Path, method: str) -> None:
+    run = tmp_path / method
+    assert main(["train", *sum((["--set", o] for o in tiny_overrides(tiny_synth, run)), []),
+                 "--method", method, "--no-progress"]) == 0
+    log = _log(run)
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert log[0]["split_used"] is False
+    assert log[1]["split_used"] is (method == "disncl")
+    for r in log:
+        for space in ("mii", "full"):
+            assert 0 <= r["val"][space]["rsum"] <= 600
+            assert "semantic_rsum" in r["val"][space]
+        assert 0 <= r["detection_gmm"]["auroc"] <= 1
+    for d in ("last", "best"):
+        assert (run / d / "model.safetensors").is_file()
+    assert (run / "noise_index.npy").is_file()
+    assert not list(run.rglob("*.pkl")) and not list(run.rglob("*.pt"))
+
+    with open(run / "pair_scores.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 48 * 5
+    noise = np.load(run / "noise_index.npy")
+    moved = {i for i, a in enumerate(noise) if a != i}
+    assert len(moved) == 24
+    for r in rows:
+        assert 0.0 <= float(r["clean_prob"]) <= 1.0
+        assert int(r["image_rank"]) >= 1
+        owner = int(r["caption_index"]) // 5
+        assert int(r["is_clean"]) == int(owner not in moved)
+
+
+def test_resume_continues_exactly(tiny_synth: Path, tmp_path: Path) -> None:
+    """Training 2 epochs straight equals training 1 epoch, stopping, and resuming to 2."""
+    straight = tmp_path / "straight"
+    train(load_config(None, tiny_overrides(tiny_synth, straight)), progress=False)
+
+    split = tmp_path / "split"
+    train(load_config(None, tiny_overrides(tiny_synth, split, **{"train.epochs": 1})), progress=False)
+    assert [r["epoch"] for r in _log(split)] == [1]
+    with pytest.raises(FileExistsError):
+        train(load_config(None, tiny_overrides(tiny_synth, split)), progress=False)
+    assert main(["train", "--resume", "--out", str(split), "--set", "train.epochs=2", "--no-progress"]) == 0
+
+    a, b = _log(straight), _log(split)
+    assert [r["epoch"] for r in b] == [1, 2]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["val"] == rb["val"]
+        assert ra["loss_terms"] == pytest.approx(rb["loss_terms"], rel=1e-6)
+    assert (straight / "pair_scores.csv").read_bytes() == (split / "pair_scores.csv").read_bytes()
+
+
+def test_resume_without_checkpoint_fails_clearly(tiny_synth: Path, tmp_path: Path, capsys) -> None:
+    assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
+    assert "config file" in capsys.readouterr().err
+
+
+def test_eval_reports_recall_and_detection(tiny_synth: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    train(load_config(None, tiny_overrides(tiny_synth, run, **{"train.epochs": 1})), progress=False)
+    result = evaluate_run(run, "best", progress=False)
+    for space in ("mii", "full"):
+        rec = result["retrieval"][space]
+        assert rec["rsum"] == pytest.approx(sum(rec[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10",
+                                                                   "t2i_r1", "t2i_r5", "t2i_r10")))
+        assert rec["semantic_rsum"] >= rec["rsum"] - 1e-9
+    assert 0 <= result["detection"]["gmm"]["auroc"] <= 1
+    assert (run / "eval_test_best.json").is_file()
+    assert main(["eval", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| mii |" in out and "| full |" in out and "noise detection" in out
