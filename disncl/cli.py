@@ -28,7 +28,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume needs --out RUN_DIR (or --config) to know which run to continue")
         config_path = str(RunDir(out).config)
     cfg = load_config(config_path, overrides)
-    run = train(cfg, resume=args.resume, progress=not args.no_progress)
+    run = train(cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch)
     print(f"run written to {run}")
     return 0
 
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backbone", help="local folder of a CLIP checkpoint (from_pretrained)")
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--stop-after-epoch", type=int, metavar="N",
+                   help="checkpoint and stop once N epochs are done (continue later with --resume)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 

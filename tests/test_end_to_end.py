@@ -58,11 +58,11 @@ def test_resume_continues_exactly(tiny_synth: Path, tmp_path: Path) -> None:
     train(load_config(None, tiny_overrides(tiny_synth, straight)), progress=False)
 
     split = tmp_path / "split"
-    train(load_config(None, tiny_overrides(tiny_synth, split, **{"train.epochs": 1})), progress=False)
+    train(load_config(None, tiny_overrides(tiny_synth, split)), progress=False, stop_after=1)
     assert [r["epoch"] for r in _log(split)] == [1]
     with pytest.raises(FileExistsError):
         train(load_config(None, tiny_overrides(tiny_synth, split)), progress=False)
-    assert main(["train", "--resume", "--out", str(split), "--set", "train.epochs=2", "--no-progress"]) == 0
+    assert main(["train", "--resume", "--out", str(split), "--no-progress"]) == 0
 
     a, b = _log(straight), _log(split)
     assert [r["epoch"] for r in b] == [1, 2]

@@ -276,9 +276,8 @@ def load_karpathy(
         image_paths.append(rel)
         captions.extend(entry_captions)
     if not image_paths:
-        raise CaptionFileError(
-            f"{json_path}: no images in split {split!r}; splits found: {', '.join(sorted(splits_seen)) or 'none'}"
-        )
+        found = ", ".join(repr(s) for s in sorted(splits_seen)) or "none"
+        raise CaptionFileError(f"{json_path}: no images in split {split!r}; splits found: {found}")
     return CaptionedImages(
         root=Path(images_root),
         image_paths=image_paths,

@@ -14,7 +14,9 @@ def _ratio(num: int, den: int) -> float:
     return float(num) / float(den) if den > 0 else float("nan")
 
 
-def detection_metrics(clean_prob: np.ndarray, is_clean: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def detection_metrics(
+    clean_prob: np.ndarray, is_clean: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
     """Noise-detection metrics of the clean probabilities (Eq. 12 in docs/method.md).
 
     Noisy is the positive class. flag_k = [w_k <= threshold] (the complement of NCR's clean rule w > 0.5).
@@ -27,7 +29,7 @@ def detection_metrics(clean_prob: np.ndarray, is_clean: np.ndarray, threshold: f
     w = np.asarray(clean_prob, dtype=np.float64).reshape(-1)
     clean = np.asarray(is_clean).reshape(-1).astype(bool)
     if w.size != clean.size or w.size == 0:
-        raise ValueError(f"clean_prob and is_clean must be non-empty with equal length, got {w.size}, {clean.size}")
+        raise ValueError(f"clean_prob and is_clean need equal non-zero lengths, got {w.size}, {clean.size}")
     if not np.all(np.isfinite(w)):
         raise ValueError("clean_prob contains NaN/inf")
     noisy = ~clean

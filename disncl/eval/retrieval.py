@@ -67,7 +67,8 @@ def recall_at_k(
     cap_labels = np.asarray(cap_labels).reshape(-1)
     if sim.ndim != 2 or sim.shape != (img_labels.size, cap_labels.size):
         raise ValueError(
-            f"sim shape {sim.shape} must be (len(img_labels), len(cap_labels)) = ({img_labels.size}, {cap_labels.size})"
+            f"sim shape {sim.shape} must be (len(img_labels), len(cap_labels)) = "
+            f"({img_labels.size}, {cap_labels.size})"
         )
     if chunk < 1:
         raise ValueError("chunk must be >= 1")

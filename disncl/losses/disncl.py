@@ -173,7 +173,8 @@ def gaussian_nll(q_mu: Tensor, q_logvar: Tensor, b: Tensor) -> Tensor:
     """
     if not (q_mu.shape == q_logvar.shape == b.shape):
         raise ValueError(
-            f"gaussian_nll expects equal shapes, got {tuple(q_mu.shape)}, {tuple(q_logvar.shape)}, {tuple(b.shape)}"
+            f"gaussian_nll expects equal shapes, got {tuple(q_mu.shape)}, {tuple(q_logvar.shape)}, "
+            f"{tuple(b.shape)}"
         )
     lv = _bounded(q_logvar)
     sq = (b.detach() - q_mu).pow(2) * torch.exp(-lv)
@@ -204,7 +205,12 @@ def _mi_terms(x: DisNCLInputs, cfg: DisNCLLossConfig) -> dict[str, Tensor]:
             raise KeyError(f"mi_estimator='club' needs q outputs for {missing} in DisNCLInputs.club")
         return {name: club_bound(*x.club[name]) for name in CLUB_PAIRS}
     if cfg.mi_estimator == "xcov":
-        codes = {"uv_zt": (x.u_v, x.z_t), "ut_zv": (x.u_t, x.z_v), "zv_uv": (x.z_v, x.u_v), "zt_ut": (x.z_t, x.u_t)}
+        codes = {
+            "uv_zt": (x.u_v, x.z_t),
+            "ut_zv": (x.u_t, x.z_v),
+            "zv_uv": (x.z_v, x.u_v),
+            "zt_ut": (x.z_t, x.u_t),
+        }
         return {name: cross_covariance_penalty(*codes[name]) for name in CLUB_PAIRS}
     raise ValueError(f"unknown mi_estimator {cfg.mi_estimator!r}; expected 'club' or 'xcov'")
 
@@ -231,7 +237,10 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
     zero = x.z_v.new_zeros(())
 
     sim = similarity(x.z_v, x.z_t)
-    alpha = alpha_from_clean_prob(w, cfg.alpha_min, cfg.alpha_max) if cfg.soft_targets else torch.zeros_like(w)
+    if cfg.soft_targets:
+        alpha = alpha_from_clean_prob(w, cfg.alpha_min, cfg.alpha_max)
+    else:
+        alpha = torch.zeros_like(w)
     t_i2t, t_t2i = soft_targets(sim, alpha, cfg.tau_target)
     align = soft_infonce(sim, cfg.tau, t_i2t, t_t2i, w if cfg.weight_by_clean_prob else None)
 

@@ -21,7 +21,7 @@ def similarity(a: Tensor, b: Tensor) -> Tensor:
         (N, M) matrix of cosine similarities; both inputs are L2-normalised here.
     """
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"similarity expects (N, D) and (M, D) inputs, got {tuple(a.shape)}, {tuple(b.shape)}")
+        raise ValueError(f"similarity expects (N, D) and (M, D), got {tuple(a.shape)}, {tuple(b.shape)}")
     return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
 
 
@@ -87,7 +87,8 @@ def soft_infonce(
 ) -> Tensor:
     """Symmetric InfoNCE against soft matching targets (Eq. 3 in docs/method.md).
 
-    L_align = 1/2 * [ mean_i CE(T^{i2t}_i, softmax_j(S_ij / tau)) + mean_i CE(T^{t2i}_i, softmax_j(S_ji / tau)) ],
+    L_align = 1/2 * [ mean_i CE(T^{i2t}_i, softmax_j(S_ij / tau))
+                    + mean_i CE(T^{t2i}_i, softmax_j(S_ji / tau)) ],
     CE(t, p) = -sum_j t_j log p_j. With per-pair weights w the mean becomes sum_i w_i l_i / B (Eq. 3b).
 
     Args:

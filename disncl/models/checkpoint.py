@@ -20,14 +20,21 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from transformers import PreTrainedTokenizerBase
+from transformers import CLIPModel, PreTrainedTokenizerBase
 
 from disncl.io import atomic_write, atomic_write_json
 
 from .config import ModelConfig
 from .disncl import DisNCLModel
 from .tokenizer import load_tokenizer, train_word_tokenizer
-from .towers import build_clip, clip_config_dict, clip_from_config_dict, load_clip, set_text_eos_id, text_eos_id
+from .towers import (
+    build_clip,
+    clip_config_dict,
+    clip_from_config_dict,
+    load_clip,
+    set_text_eos_id,
+    text_eos_id,
+)
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -65,7 +72,7 @@ def build_model(cfg: ModelConfig, captions: list[str] | None) -> tuple[DisNCLMod
     return DisNCLModel(cfg, clip), tokenizer
 
 
-def _adopt_backbone(cfg: ModelConfig, clip: Any, tokenizer: PreTrainedTokenizerBase) -> None:
+def _adopt_backbone(cfg: ModelConfig, clip: CLIPModel, tokenizer: PreTrainedTokenizerBase) -> None:
     """Copy a pretrained CLIP's architecture and preprocessing into ``cfg`` and check the tokenizer fits."""
     text, vision = clip.config.text_config, clip.config.vision_config
     if len(tokenizer) > text.vocab_size:
@@ -104,11 +111,15 @@ def _image_stats(backbone: Path) -> tuple[tuple[float, float, float], tuple[floa
     if not path.is_file():
         return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
     pre = json.loads(path.read_text(encoding="utf-8"))
-    mean = tuple(float(v) for v in pre.get("image_mean", OPENAI_CLIP_MEAN))
-    std = tuple(float(v) for v in pre.get("image_std", OPENAI_CLIP_STD))
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"{path}: expected 3-channel image_mean/image_std, got {mean} / {std}")
-    return mean, std  # type: ignore[return-value]
+    mean, std = pre.get("image_mean", OPENAI_CLIP_MEAN), pre.get("image_std", OPENAI_CLIP_STD)
+    return _rgb(mean, path), _rgb(std, path)
+
+
+def _rgb(values: list[float] | tuple[float, ...], source: Path) -> tuple[float, float, float]:
+    if len(values) != 3:
+        raise ValueError(f"{source}: expected 3-channel image_mean/image_std, got {values}")
+    r, g, b = (float(v) for v in values)
+    return r, g, b
 
 
 def save_model(
@@ -161,7 +172,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: not found; is {path.parent} a directory written by save_model?") from exc
+        raise CheckpointError(
+            f"{path}: not found; is {path.parent} a directory written by save_model?"
+        ) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable ({exc}); re-save the model") from exc
     if not isinstance(meta, dict) or not {"format_version", "model_config", "clip_config"} <= meta.keys():
@@ -217,16 +230,21 @@ def load_weights(model: DisNCLModel, path: str | os.PathLike[str]) -> None:
 
 
 def state_dict_mismatches(expected: dict[str, Tensor], found: dict[str, Tensor]) -> list[str]:
-    """Human-readable differences (missing/unexpected keys, shape changes) between two state dicts."""
-    missing = sorted(expected.keys() - found.keys())
-    unexpected = sorted(found.keys() - expected.keys())
-    shapes = sorted(
-        f"{k} {tuple(found[k].shape)} in file vs {tuple(expected[k].shape)} in model"
-        for k in expected.keys() & found.keys()
-        if found[k].shape != expected[k].shape
-    )
+    """Human-readable differences (missing/unexpected keys, shape changes) between two state dicts.
+
+    Keys are listed in ``expected``'s (module) order, so the first ones shown are the
+    outermost layers that differ.
+    """
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} in file vs {tuple(v.shape)} in model"
+        for k, v in expected.items()
+        if k in found and found[k].shape != v.shape
+    ]
     problems = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes)):
+    groups = (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes))
+    for label, items in groups:
         if items:
             more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
             problems.append(f"{len(items)} {label}: {', '.join(items[:_SHOWN])}{more}")

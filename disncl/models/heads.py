@@ -33,7 +33,9 @@ class VariationalEncoder(_GaussianMLP):
 
 
 class GaussianPredictor(_GaussianMLP):
-    """CLUB's variational network ``q(b | a)``: a Gaussian over ``b`` predicted from ``a``; returns (mu, logvar).
+    """CLUB's variational network ``q(b | a)``: a Gaussian over ``b`` predicted from ``a``.
+
+    ``forward(a)`` returns ``(mu, logvar)``.
 
     Note the argument order ``(d_in, d_out, hidden)``, unlike :class:`VariationalEncoder`.
     """

@@ -135,8 +135,12 @@ def _truncate_log(path: Path, epochs_done: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
-def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Train (or resume) the run described by ``cfg``; returns the run directory."""
+def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) the run described by ``cfg``; returns the run directory.
+
+    ``stop_after`` ends this session after that many completed epochs (a checkpoint is written),
+    for jobs under a wall-clock limit; ``resume=True`` later continues exactly where it stopped.
+    """
     run = RunDir(cfg.train.out)
     device = resolve_device(cfg.train.device)
     if cfg.train.num_threads:
@@ -188,7 +192,8 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
     val_data = prepare_split(val_ds, tokenizer, cfg, progress)
     space = cfg.selection_space()
 
-    for epoch in range(state.epoch, cfg.train.epochs):
+    end = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, stop_after)
+    for epoch in range(state.epoch, end):
         t0 = time.perf_counter()
         use_split = cfg.train.method == "disncl" and epoch >= cfg.train.warmup_epochs
         weights = state.clean_prob if use_split else np.ones_like(state.clean_prob)
@@ -219,7 +224,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True) -> Path:
             n_batches += 1
             for k, v in terms.items():
                 terms_sum[k] = terms_sum.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         train_seconds = time.perf_counter() - t0
 
         table, prob = score_training_pairs(model, train_data, pairs, cfg, device)

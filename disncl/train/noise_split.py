@@ -15,7 +15,7 @@ from sklearn.mixture import GaussianMixture
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Gaussian-mixture settings of the split (NCR's values; Section 2.4 of docs/method.md)."""
+    """Gaussian-mixture settings of the split, NCR's values (Eq. 6 and Section 3 of docs/method.md)."""
 
     n_components: int = 2
     max_iter: int = 10

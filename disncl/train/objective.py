@@ -11,12 +11,10 @@ from __future__ import annotations
 from torch import Tensor
 from torch.func import functional_call
 
-from disncl.losses.disncl import DisNCLInputs, DisNCLLossConfig, disncl_loss, gaussian_nll
+from disncl.losses.disncl import CLUB_PAIRS, DisNCLInputs, DisNCLLossConfig, disncl_loss, gaussian_nll
 from disncl.losses.infonce import infonce
 from disncl.models.disncl import DisNCLModel
 from disncl.models.heads import reparameterize
-
-CLUB_PAIRS = ("uv_zt", "ut_zv", "zv_uv", "zt_ut")
 
 
 def infonce_objective(

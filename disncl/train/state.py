@@ -120,8 +120,9 @@ def load_checkpoint(
         )
     tensors = load_file(str(directory / "train_state.safetensors"))
     optimizer = optimizer_factory(model)
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
+    # The scheduler's constructor rewrites the learning rates; build it before restoring them.
     scheduler = scheduler_factory(optimizer)
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():

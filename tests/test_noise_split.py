@@ -1,0 +1,59 @@
+"""Tests for disncl.train.noise_split (Eq. 6 and Eq. 10 in docs/method.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from disncl.train.noise_split import SplitConfig, bimodality, clean_probability
+
+
+def _bimodal(seed: int, n_clean: int = 1600, n_noisy: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    losses = np.concatenate([rng.normal(0.5, 0.15, n_clean), rng.normal(3.0, 0.5, n_noisy)])
+    is_clean = np.concatenate([np.ones(n_clean, bool), np.zeros(n_noisy, bool)])
+    perm = rng.permutation(losses.size)
+    return losses[perm], is_clean[perm]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bimodal_losses_are_separated(seed: int) -> None:
+    losses, is_clean = _bimodal(seed)
+    w = clean_probability(losses)
+    assert w.shape == losses.shape and w.min() >= 0.0 and w.max() <= 1.0
+    assert roc_auc_score(~is_clean, 1.0 - w) > 0.95
+    split = w > SplitConfig().threshold
+    assert (split == is_clean).mean() > 0.95
+
+
+def test_deterministic_and_scale_invariant() -> None:
+    losses, _ = _bimodal(0)
+    w = clean_probability(losses, SplitConfig(seed=3))
+    np.testing.assert_array_equal(w, clean_probability(losses, SplitConfig(seed=3)))
+    np.testing.assert_allclose(clean_probability(10.0 * losses + 4.0, SplitConfig(seed=3)), w, atol=1e-6)
+
+
+def test_low_loss_component_is_clean() -> None:
+    losses = np.array([0.1, 0.12, 0.11, 0.13, 5.0, 5.1, 4.9, 5.05])
+    w = clean_probability(losses)
+    assert (w[:4] > 0.9).all() and (w[4:] < 0.1).all()
+
+
+def test_degenerate_inputs() -> None:
+    np.testing.assert_array_equal(clean_probability(np.full(7, 2.5)), np.ones(7))
+    np.testing.assert_array_equal(clean_probability(np.array([1.0])), np.ones(1))
+    with pytest.raises(ValueError, match="NaN"):
+        clean_probability(np.array([0.1, np.nan, 0.3]))
+    with pytest.raises(ValueError):
+        clean_probability(np.array([0.1, np.inf, 0.3]))
+    with pytest.raises(ValueError):
+        clean_probability(np.array([]))
+
+
+def test_bimodality() -> None:
+    losses, _ = _bimodal(1)
+    assert bimodality(losses) > 2.0
+    unimodal = np.random.default_rng(1).normal(1.0, 0.2, 2000)
+    assert bimodality(unimodal) < bimodality(losses)
+    assert bimodality(np.full(5, 1.0)) == 0.0
