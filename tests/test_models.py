@@ -226,7 +226,7 @@ def test_loading_into_another_config_names_the_mismatch(tmp_path: Path) -> None:
     model, tok = tiny_model()
     save_model(model, tok, tmp_path / "a")
     other, other_tok = tiny_model(mii_dim=12)
-    expected = r"model\.safetensors: .*12 shape differences: image_head\.mii\.net\.2\.weight \(16, 32\)"
+    expected = r"model\.safetensors: .*12 shape differences: image_head\.mii\.net\.3\.weight \(16, 32\)"
     with pytest.raises(CheckpointError, match=expected):
         load_weights(other, tmp_path / "a" / "model.safetensors")
     # A model.json that does not describe the weights next to it is caught the same way.

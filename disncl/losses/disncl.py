@@ -197,13 +197,18 @@ def cross_covariance_penalty(a: Tensor, b: Tensor) -> Tensor:
     return cov.pow(2).sum()
 
 
+def _unit(x: Tensor) -> Tensor:
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
 def _mi_terms(x: DisNCLInputs, cfg: DisNCLLossConfig) -> dict[str, Tensor]:
     """The four disentanglement penalties of Eq. 7 (CLUB, Eq. 8, or cross-covariance, Eq. 8b)."""
     if cfg.mi_estimator == "club":
         missing = [name for name in CLUB_PAIRS if name not in x.club]
         if missing:
             raise KeyError(f"mi_estimator='club' needs q outputs for {missing} in DisNCLInputs.club")
-        return {name: club_bound(*x.club[name]) for name in CLUB_PAIRS}
+        # MI >= 0: a negative estimate only says q is mis-fitted, so it must not reward the encoders.
+        return {name: club_bound(*x.club[name]).clamp_min(0.0) for name in CLUB_PAIRS}
     if cfg.mi_estimator == "xcov":
         codes = {
             "uv_zt": (x.u_v, x.z_t),
@@ -211,7 +216,7 @@ def _mi_terms(x: DisNCLInputs, cfg: DisNCLLossConfig) -> dict[str, Tensor]:
             "zv_uv": (x.z_v, x.u_v),
             "zt_ut": (x.z_t, x.u_t),
         }
-        return {name: cross_covariance_penalty(*codes[name]) for name in CLUB_PAIRS}
+        return {name: cross_covariance_penalty(*map(_unit, codes[name])) for name in CLUB_PAIRS}
     raise ValueError(f"unknown mi_estimator {cfg.mi_estimator!r}; expected 'club' or 'xcov'")
 
 

@@ -32,6 +32,7 @@ class ModelConfig:
     mii_dim: int = 64
     mei_dim: int = 64
     head_hidden: int = 256
+    logvar_init: float = -6.0
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     vocab_size: int = 0

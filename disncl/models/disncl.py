@@ -51,8 +51,8 @@ class DisNCLModel(nn.Module):
             )
         self.cfg = cfg
         self.clip = clip
-        self.image_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden)
-        self.text_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden)
+        self.image_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden, cfg.logvar_init)
+        self.text_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden, cfg.logvar_init)
         # "<a>_<b>" is q(b | a): MEI predicts the other modality's MII, MII predicts its own MEI.
         mei, mii, hid = cfg.mei_dim, cfg.mii_dim, cfg.head_hidden
         self.club = nn.ModuleDict(

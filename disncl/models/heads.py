@@ -19,9 +19,14 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
 class _GaussianMLP(nn.Module):
     """Linear-GELU-Linear mapping an input to a diagonal Gaussian (mean, clamped log-variance)."""
 
-    def __init__(self, d_in: int, d_hidden: int, d_out: int) -> None:
+    def __init__(
+        self, d_in: int, d_hidden: int, d_out: int, logvar_init: float = 0.0, batchnorm: bool = False
+    ) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, 2 * d_out))
+        norm: nn.Module = nn.BatchNorm1d(d_hidden) if batchnorm else nn.Identity()
+        self.net = nn.Sequential(nn.Linear(d_in, d_hidden), norm, nn.GELU(), nn.Linear(d_hidden, 2 * d_out))
+        with torch.no_grad():
+            self.net[-1].bias[d_out:].fill_(logvar_init)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mu, logvar = self.net(x).chunk(2, dim=-1)
@@ -29,7 +34,18 @@ class _GaussianMLP(nn.Module):
 
 
 class VariationalEncoder(_GaussianMLP):
-    """Posterior ``q(z | h)`` over one latent (MII or MEI) given a tower feature; returns (mu, logvar)."""
+    """Posterior ``q(z | h)`` over one latent (MII or MEI) given a tower feature; returns (mu, logvar).
+
+    Two choices keep a contrastive loss on these codes from collapsing at the start of training
+    (measured: without them the MII alignment loss sits at log(batch) and never moves):
+    batch normalisation in the hidden layer, because a fresh tower maps all inputs to nearly the
+    same direction (mean cosine 0.87 between images) and the MLP's biases would make them identical;
+    and ``logvar_init`` starting the posterior narrow, because unit-variance samples of a fresh head
+    are mostly noise.
+    """
+
+    def __init__(self, d_in: int, d_hidden: int, d_out: int, logvar_init: float = 0.0) -> None:
+        super().__init__(d_in, d_hidden, d_out, logvar_init, batchnorm=True)
 
 
 class GaussianPredictor(_GaussianMLP):
@@ -56,10 +72,10 @@ class HeadOutput(NamedTuple):
 class ModalityHead(nn.Module):
     """One modality's MII/MEI encoders plus a decoder reconstructing the feature from ``(z, u)``."""
 
-    def __init__(self, embed_dim: int, mii_dim: int, mei_dim: int, hidden: int) -> None:
+    def __init__(self, embed_dim: int, mii_dim: int, mei_dim: int, hidden: int, logvar_init: float = 0.0) -> None:
         super().__init__()
-        self.mii = VariationalEncoder(embed_dim, hidden, mii_dim)
-        self.mei = VariationalEncoder(embed_dim, hidden, mei_dim)
+        self.mii = VariationalEncoder(embed_dim, hidden, mii_dim, logvar_init)
+        self.mei = VariationalEncoder(embed_dim, hidden, mei_dim, logvar_init)
         self.decoder = nn.Sequential(
             nn.Linear(mii_dim + mei_dim, hidden), nn.GELU(), nn.Linear(hidden, embed_dim)
         )

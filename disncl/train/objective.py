@@ -8,6 +8,7 @@ parameters, so its gradient reaches the codes and never q_θ.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
@@ -40,7 +41,10 @@ def disncl_objective(
     et = model.encode_text(input_ids, attention_mask)
     z_v, u_v = reparameterize(ev.mu_z, ev.logvar_z), reparameterize(ev.mu_u, ev.logvar_u)
     z_t, u_t = reparameterize(et.mu_z, et.logvar_z), reparameterize(et.mu_u, et.logvar_u)
-    codes = {"uv_zt": (u_v, z_t), "ut_zv": (u_t, z_v), "zv_uv": (z_v, u_v), "zt_ut": (z_t, u_t)}
+    # Scale-free codes for the MI estimate (Eq. 8c): otherwise the encoders lower the CLUB value by
+    # rescaling codes against q_θ's fixed variances instead of removing shared information.
+    n_zv, n_zt, n_uv, n_ut = (F.normalize(c, dim=-1) for c in (z_v, z_t, u_v, u_t))
+    codes = {"uv_zt": (n_uv, n_zt), "ut_zv": (n_ut, n_zv), "zv_uv": (n_zv, n_uv), "zt_ut": (n_zt, n_ut)}
 
     club: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
     q_nll = pixels.new_zeros(())
