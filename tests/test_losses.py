@@ -261,7 +261,8 @@ def test_total_recomposes_from_logs(estimator: str) -> None:
     x = _inputs(club=estimator == "club")
     total, logs = disncl_loss(x, cfg)
     assert logs["total"] == pytest.approx(total.item())
-    assert logs["L_S"] == pytest.approx(logs["align"] + cfg.beta * logs["kl_mii"])
+    l_s = logs["align"] + cfg.beta * logs["kl_mii"] + cfg.lambda_full * logs["align_full"]
+    assert logs["L_S"] == pytest.approx(l_s)
     l_x = cfg.lambda_rec * logs["recon"] + cfg.lambda_mi * logs["mi"] + cfg.beta_mei * logs["kl_mei"]
     assert logs["L_X"] == pytest.approx(l_x)
     assert total.item() == pytest.approx(cfg.gamma * logs["L_S"] + (1 - cfg.gamma) * logs["L_X"])
@@ -279,14 +280,18 @@ def test_defaults() -> None:
     assert (cfg.tau, cfg.tau_target, cfg.gamma, cfg.beta, cfg.beta_mei) == (0.07, 0.05, 0.8, 1e-3, 1e-3)
     assert (cfg.lambda_rec, cfg.lambda_mi, cfg.alpha_min, cfg.alpha_max) == (1.0, 0.1, 0.1, 1.0)
     assert cfg.soft_targets and not cfg.weight_by_clean_prob and cfg.use_kl and cfg.use_mi and cfg.use_recon
-    assert (cfg.recon, cfg.mi_estimator) == ("mse", "club")
+    assert (cfg.recon, cfg.mi_estimator, cfg.lambda_full) == ("mse", "club", 1.0)
 
 
 def test_xcov_ignores_club_and_uses_codes() -> None:
     x = _inputs(club=False)
     _, logs = disncl_loss(x, DisNCLLossConfig(mi_estimator="xcov"))
-    assert logs["mi_uv_zt"] == pytest.approx(cross_covariance_penalty(x.u_v, x.z_t).item())
-    assert logs["mi_zt_ut"] == pytest.approx(cross_covariance_penalty(x.z_t, x.u_t).item())
+    unit = torch.nn.functional.normalize
+    assert logs["mi_uv_zt"] == pytest.approx(cross_covariance_penalty(unit(x.u_v), unit(x.z_t)).item())
+    assert logs["mi_zt_ut"] == pytest.approx(cross_covariance_penalty(unit(x.z_t), unit(x.u_t)).item())
+    x.u_v.data.mul_(7.0)
+    _, scaled = disncl_loss(x, DisNCLLossConfig(mi_estimator="xcov"))
+    assert scaled["mi_uv_zt"] == pytest.approx(logs["mi_uv_zt"], rel=1e-5)
     with pytest.raises(KeyError):
         disncl_loss(x, DisNCLLossConfig(mi_estimator="club"))
 
@@ -371,3 +376,15 @@ def test_float32_inputs() -> None:
     assert total.dtype == torch.float32 and torch.isfinite(total)
     total.backward()
     assert torch.isfinite(x.z_v.grad).all()
+
+
+def test_negative_club_estimate_is_clamped_to_zero() -> None:
+    """MI >= 0: a mis-fitted q giving a negative CLUB value must not reward the encoders (Eq. 8c)."""
+    x = _inputs(club=True)
+    b = x.club["uv_zt"][2]
+    mirrored = 2 * b.detach().mean(0, keepdim=True) - b.detach()
+    anti = (mirrored, torch.zeros_like(b), b)
+    assert club_bound(*anti).item() < 0
+    x.club["uv_zt"] = anti
+    _, logs = disncl_loss(x, DisNCLLossConfig())
+    assert logs["mi_uv_zt"] == 0.0

@@ -40,6 +40,7 @@ class DisNCLLossConfig:
     use_kl: bool = True
     use_mi: bool = True
     use_recon: bool = True
+    lambda_full: float = 1.0
 
 
 @dataclass
@@ -225,6 +226,7 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
 
     L   = gamma * L_S + (1 - gamma) * L_X                                            (Eq. 1)
     L_S = L_align + beta * (KL(q(z^v|h^v)||N(0,I)) + KL(q(z^t|h^t)||N(0,I)))        (Eq. 2)
+          + lambda_full * L_align^full                                               (Eq. 2b)
     L_X = lambda_rec * (R^v + R^t) + lambda_mi * MI + beta_mei * (KL_u^v + KL_u^t)   (Eq. 7)
     with L_align the soft-target InfoNCE on S_ij = cos(z^v_i, z^t_j) (Eq. 3-5) and MI the sum of the
     four CLUB bounds (Eq. 8) or cross-covariance penalties (Eq. 8b).
@@ -259,7 +261,13 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
     mi_parts = _mi_terms(x, cfg) if cfg.use_mi else {}
     mi = torch.stack(list(mi_parts.values())).sum() if mi_parts else zero
 
-    l_s = align + (cfg.beta * kl_mii if cfg.beta != 0 else zero)
+    align_full = zero
+    if cfg.lambda_full != 0:
+        sim_h = similarity(x.h_v, x.h_t)
+        th_i2t, th_t2i = soft_targets(sim_h, alpha, cfg.tau_target)
+        align_full = soft_infonce(sim_h, cfg.tau, th_i2t, th_t2i, w if cfg.weight_by_clean_prob else None)
+
+    l_s = align + (cfg.beta * kl_mii if cfg.beta != 0 else zero) + cfg.lambda_full * align_full
     l_x = zero
     for weight, term in ((cfg.lambda_rec, recon), (cfg.lambda_mi, mi), (cfg.beta_mei, kl_mei)):
         if weight != 0:
@@ -275,6 +283,7 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
         "L_S": l_s,
         "L_X": l_x,
         "align": align,
+        "align_full": align_full,
         "kl_mii": kl_mii,
         "kl_mei": kl_mei,
         "recon": recon,
