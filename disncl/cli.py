@@ -34,7 +34,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from disncl.eval.run import evaluate_run, format_table
+    from disncl.train.evaluate import evaluate_run, format_table
 
     result = evaluate_run(args.run, args.checkpoint, args.split, args.device, not args.no_detection,
                           progress=not args.no_progress)

@@ -73,6 +73,10 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
+    def trained_spaces(self) -> tuple[str, ...]:
+        """Similarity spaces the method trains: InfoNCE has no MII heads worth reporting."""
+        return ("mii", "full") if self.train.method == "disncl" else ("full",)
+
     def selection_space(self) -> Literal["mii", "full"]:
         """The similarity space used for model selection and the per-pair loss."""
         if self.train.select_on != "auto":

@@ -46,3 +46,8 @@ def test_selection_space_follows_method() -> None:
     assert load_config(None, ["train.method=disncl"]).selection_space() == "mii"
     assert load_config(None, ["train.method=infonce"]).selection_space() == "full"
     assert load_config(None, ["train.method=infonce", "train.select_on=mii"]).selection_space() == "mii"
+
+
+def test_trained_spaces_follow_method() -> None:
+    assert load_config(None, ["train.method=disncl"]).trained_spaces() == ("mii", "full")
+    assert load_config(None, ["train.method=infonce"]).trained_spaces() == ("full",)

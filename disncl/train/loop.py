@@ -85,10 +85,10 @@ def make_scheduler(
 def evaluate_retrieval(
     model, split: SplitData, cfg: RunConfig, device: torch.device, keys=None, progress: bool = False
 ) -> dict[str, dict[str, float]]:
-    """Recall for both similarity spaces on a clean split: ``{"mii": {...}, "full": {...}}``."""
+    """Recall on a clean split for each space the method trains: ``{"mii": {...}, "full": {...}}``."""
     emb = encode_split(model, split.images, split.tokens, cfg.train.eval_batch_size, device, cfg.train.amp, progress)
     out = {}
-    for space in ("mii", "full"):
+    for space in cfg.trained_spaces():
         img, txt = emb.space(space)
         img_keys, cap_keys = keys if keys is not None else (None, None)
         out[space] = retrieval_report(img @ txt.T, split.ds.cap2img, img_keys, cap_keys)
@@ -266,11 +266,8 @@ def unit_interval(x: np.ndarray) -> np.ndarray:
 
 
 def _epoch_line(r: dict[str, Any], space: str) -> str:
-    parts = [
-        f"epoch {r['epoch']}",
-        f"{r['epoch_seconds']:.0f}s",
-        f"val rSum mii {r['val']['mii']['rsum']:.1f} full {r['val']['full']['rsum']:.1f} (select {space})",
-    ]
+    rsums = " ".join(f"{name} {rec['rsum']:.1f}" for name, rec in r["val"].items())
+    parts = [f"epoch {r['epoch']}", f"{r['epoch_seconds']:.0f}s", f"val rSum {rsums} (select {space})"]
     if "detection_gmm" in r:
         parts.append(f"noise AUROC gmm {r['detection_gmm']['auroc']:.3f} sim {r['detection_similarity_auroc']:.3f}")
     return " | ".join(parts)
