@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("synth", help="generate the synthetic benchmark (see `synth --help`)", add_help=False)
+    sub.add_parser("index", help="encode images/captions with an exported bundle into a FAISS gallery "
+                   "(see `index --help`)", add_help=False)
 
     t = sub.add_parser("train", help="train a model (InfoNCE or DisNCL)")
     t.add_argument("--config", help="YAML config (e.g. configs/quick.yaml)")
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from disncl.data.synth import main as synth_main
 
         return synth_main(argv[1:])
+    if argv and argv[0] == "index":
+        from disncl.serve.index_cli import main as index_main
+
+        return index_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,297 @@
+"""The per-training-pair scores a run writes (``RUN/pair_scores.csv``), read back for the noisy-pair explorer.
+
+The file is written by :func:`disncl.train.scoring.write_pair_scores`: one row per training pair with
+its clean probability, loss, similarities, the rank of its paired image and the best matches, plus the
+image path, the caption text and the ground truth ``is_clean`` (empty when unknown). This module keeps
+it as plain numpy columns (no pandas) and answers what the explorer asks: which pairs are flagged as
+noisy at a threshold, how good that flag is where the truth is known, why one pair looks noisy, and
+exports of the flagged pairs.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from disncl.data.noise import NoiseIndex
+from disncl.eval.detection import detection_metrics
+from disncl.io import atomic_write
+
+INT_COLUMNS = ("pair", "caption_index", "image_index", "image_rank", "best_image", "best_caption_for_image")
+FLOAT_COLUMNS = ("clean_prob", "loss", "mii_sim", "full_sim")
+TEXT_COLUMNS = ("image", "caption")
+# The order training writes them in; exports keep it so they read back like the original.
+COLUMNS = (*INT_COLUMNS[:3], *FLOAT_COLUMNS, *INT_COLUMNS[3:], *TEXT_COLUMNS, "is_clean")
+
+_TRUE = {"1", "true", "True"}
+_FALSE = {"0", "false", "False"}
+
+
+class PairScoresError(ValueError):
+    """A pair-scores file is malformed; the message names the file and, where it can, the line."""
+
+
+@dataclass(frozen=True, eq=False)
+class PairScores:
+    """The columns of a pair-scores table; row ``r`` describes training pair ``pair[r]``.
+
+    ``is_clean[r]`` is the ground truth where ``truth_known[r]`` (synthetic noise), else False.
+    """
+
+    pair: np.ndarray
+    caption_index: np.ndarray
+    image_index: np.ndarray
+    clean_prob: np.ndarray
+    loss: np.ndarray
+    mii_sim: np.ndarray
+    full_sim: np.ndarray
+    image_rank: np.ndarray
+    best_image: np.ndarray
+    best_caption_for_image: np.ndarray
+    image: list[str]
+    caption: list[str]
+    is_clean: np.ndarray
+    truth_known: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pair)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> PairScores:
+        """Parse a ``pair_scores.csv``; extra columns are ignored, missing ones are an error."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"pair-scores file not found: {path} (training writes RUN/pair_scores.csv)")
+        try:
+            # utf-8-sig: a file re-saved from a spreadsheet starts with a byte-order mark.
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                raw, lines = _read_columns(path, csv.reader(fh))
+        except UnicodeDecodeError as err:
+            raise PairScoresError(f"{path}: not UTF-8 text ({err.reason})") from err
+        except csv.Error as err:
+            raise PairScoresError(f"{path}: malformed CSV: {err}") from err
+        columns: dict[str, Any] = {name: _parse_numbers(path, lines, name, raw[name], int) for name in INT_COLUMNS}
+        columns.update({name: _parse_numbers(path, lines, name, raw[name], float) for name in FLOAT_COLUMNS})
+        columns.update({name: raw[name] for name in TEXT_COLUMNS})
+        columns["is_clean"], columns["truth_known"] = _parse_truth(path, lines, raw["is_clean"])
+        prob = columns["clean_prob"]
+        outside = np.flatnonzero((prob < 0.0) | (prob > 1.0))
+        if len(outside):
+            r = int(outside[0])
+            raise PairScoresError(
+                f"{path}, line {lines[r]}: clean_prob {prob[r]} is outside [0, 1]; is this a pair-scores file?"
+            )
+        return cls(**columns)
+
+    def flagged(self, threshold: float = 0.5) -> np.ndarray:
+        """Rows flagged as noisy: ``clean_prob <= threshold`` (the complement of NCR's clean rule)."""
+        _check_threshold(threshold)
+        return self.clean_prob <= threshold
+
+    def summary(self, threshold: float = 0.5) -> dict[str, float | int]:
+        """Counts and flagged fraction; where the truth is known, the quality of the noisy flag.
+
+        The quality keys (``auroc``, ``noisy_precision``, ``noisy_recall``, … as in
+        :func:`disncl.eval.detection.detection_metrics`, noisy = positive class, score = 1 − clean_prob)
+        are computed on the rows with known truth and are present only when there are such rows;
+        undefined ratios are NaN.
+        """
+        flag = self.flagged(threshold)
+        out: dict[str, float | int] = {
+            "threshold": float(threshold),
+            "n_pairs": len(self),
+            "n_flagged": int(flag.sum()),
+            "flagged_fraction": float(flag.mean()) if len(self) else float("nan"),
+            "n_truth_known": int(self.truth_known.sum()),
+        }
+        known = self.truth_known
+        if known.any():
+            out["n_noisy"] = int((~self.is_clean[known]).sum())
+            metrics = detection_metrics(self.clean_prob[known], self.is_clean[known], threshold)
+            # The flagged fraction above covers every row, not just the ones with known truth.
+            metrics.pop("flagged_fraction")
+            out.update(metrics)
+        return out
+
+    def histogram(self, bins: int = 20, threshold: float = 0.5) -> dict[str, np.ndarray]:
+        """Histogram of ``clean_prob`` over [0, 1], split into flagged and kept rows.
+
+        Returns ``edges`` (``bins + 1`` floats) and int64 ``flagged`` / ``kept`` counts per bin; a bin
+        that straddles the threshold holds rows of both.
+        """
+        if bins < 1:
+            raise ValueError(f"bins must be at least 1, got {bins}")
+        flag = self.flagged(threshold)
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        flagged, _ = np.histogram(self.clean_prob[flag], bins=edges)
+        kept, _ = np.histogram(self.clean_prob[~flag], bins=edges)
+        return {"edges": edges, "flagged": flagged.astype(np.int64), "kept": kept.astype(np.int64)}
+
+    def explain(self, pair: int, threshold: float = 0.5) -> dict[str, Any]:
+        """Everything known about training pair ``pair`` as plain Python values (JSON-ready).
+
+        ``best_image`` and ``best_caption_for_image`` carry the index and, when that image or caption
+        appears somewhere in this table, its path or text (else None).
+        """
+        _check_threshold(threshold)
+        rows = np.flatnonzero(self.pair == pair)
+        if len(rows) == 0:
+            lo, hi = (int(self.pair.min()), int(self.pair.max())) if len(self) else (0, -1)
+            raise KeyError(f"pair {pair} is not in this table (pairs run from {lo} to {hi})")
+        r = int(rows[0])
+        best_image = int(self.best_image[r])
+        best_caption = int(self.best_caption_for_image[r])
+        return {
+            "pair": int(self.pair[r]),
+            "caption_index": int(self.caption_index[r]),
+            "caption": self.caption[r],
+            "image_index": int(self.image_index[r]),
+            "image": self.image[r],
+            "clean_prob": float(self.clean_prob[r]),
+            "flagged": bool(self.clean_prob[r] <= threshold),
+            "loss": float(self.loss[r]),
+            "mii_sim": float(self.mii_sim[r]),
+            "full_sim": float(self.full_sim[r]),
+            "image_rank": int(self.image_rank[r]),
+            "is_clean": bool(self.is_clean[r]) if self.truth_known[r] else None,
+            "best_image": {"index": best_image, "path": _lookup(self.image_index, self.image, best_image)},
+            "best_caption_for_image": {
+                "index": best_caption,
+                "text": _lookup(self.caption_index, self.caption, best_caption),
+            },
+        }
+
+    def to_csv(self, path: str | os.PathLike[str], mask: np.ndarray) -> Path:
+        """Write the rows selected by ``mask`` (e.g. ``flagged(t)``) in the training format, atomically.
+
+        The result reads back with :meth:`read`.
+        """
+        rows = np.flatnonzero(self._check_mask(mask))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(COLUMNS)
+                writer.writerows(self._row(int(r)) for r in rows)
+
+        return atomic_write(path, write)
+
+    def to_noise_index(self, path: str | os.PathLike[str], mask: np.ndarray) -> tuple[Path, Path]:
+        """Export the pairing as a per-caption noise index plus a flag per caption, atomically.
+
+        ``path`` (``.npy``) gets an int64 array ``a`` with one entry per caption: ``a[c]`` is the image
+        caption ``c`` was paired with in training (the NCR convention of :mod:`disncl.data.noise`, with
+        a ``.json`` sidecar saying so), so ``data.noise_file`` reproduces the same training pairs.
+        ``<stem>.flagged.npy`` beside it is a bool array with ``flagged[c]`` = ``mask`` of caption
+        ``c``'s row, e.g. to drop or relabel the flagged pairs. Needs the full table: every caption
+        0..n-1 exactly once. Returns both paths.
+        """
+        path = Path(path)
+        if path.suffix != ".npy":
+            raise ValueError(f"{path}: name the noise index file .npy (the flags go to <name>.flagged.npy)")
+        mask = self._check_mask(mask)
+        n = len(self)
+        if not np.array_equal(np.sort(self.caption_index), np.arange(n)):
+            raise PairScoresError(
+                f"a per-caption noise index needs every caption 0..{n - 1} exactly once, but this table's "
+                "caption_index column has gaps or repeats; export from the full pair_scores.csv, not a filtered one"
+            )
+        index = np.empty(n, dtype=np.int64)
+        index[self.caption_index] = self.image_index
+        flags = np.empty(n, dtype=bool)
+        flags[self.caption_index] = mask
+        NoiseIndex(kind="caption", index=index, rate=None, seed=None).save(path)
+        flagged_path = path.with_suffix(".flagged.npy")
+        atomic_write(flagged_path, lambda tmp: _save_npy(tmp, flags))
+        return path, flagged_path
+
+    def _check_mask(self, mask: np.ndarray) -> np.ndarray:
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != (len(self),):
+            raise ValueError(
+                f"mask must be a bool array with one entry per row ({len(self)}), found {mask.dtype} {mask.shape}"
+            )
+        return mask
+
+    def _row(self, r: int) -> list[str | int]:
+        ints = {name: int(getattr(self, name)[r]) for name in INT_COLUMNS}
+        # repr of a Python float is the shortest text that parses back to the same value.
+        floats = {name: repr(float(getattr(self, name)[r])) for name in FLOAT_COLUMNS}
+        truth = int(self.is_clean[r]) if self.truth_known[r] else ""
+        values = {**ints, **floats, "image": self.image[r], "caption": self.caption[r], "is_clean": truth}
+        return [values[name] for name in COLUMNS]
+
+
+def _read_columns(path: Path, reader: Any) -> tuple[dict[str, list[str]], list[int]]:
+    """The required columns of a CSV as lists of strings, and the line each row ends on (for messages)."""
+    header = [name.strip() for name in next(reader, [])]
+    missing = [name for name in COLUMNS if name not in header]
+    if missing:
+        raise PairScoresError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(header) or 'no header'}. "
+            "Expected the pair_scores.csv a training run writes."
+        )
+    where = {name: header.index(name) for name in COLUMNS}
+    raw: dict[str, list[str]] = {name: [] for name in COLUMNS}
+    lines: list[int] = []
+    for values in reader:
+        if len(values) != len(header):
+            raise PairScoresError(
+                f"{path}, line {reader.line_num}: {len(values)} fields but the header has {len(header)}"
+            )
+        for name, i in where.items():
+            raw[name].append(values[i])
+        lines.append(reader.line_num)
+    return raw, lines
+
+
+def _parse_numbers(path: Path, lines: list[int], name: str, values: list[str], kind: type) -> np.ndarray:
+    """A numeric column as int64 (``kind`` int) or finite float64 (``kind`` float)."""
+    parsed = []
+    for line, v in zip(lines, values, strict=True):
+        try:
+            number = kind(v)
+        except ValueError:
+            number = None
+        if number is None or (kind is float and not np.isfinite(number)):
+            expected = "an integer" if kind is int else "a finite number"
+            raise PairScoresError(f"{path}, line {line}: column {name!r} is {v!r}; expected {expected}")
+        parsed.append(number)
+    return np.asarray(parsed, dtype=np.int64 if kind is int else np.float64)
+
+
+def _parse_truth(path: Path, lines: list[int], values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``is_clean`` as (truth, known): empty means unknown, 0/1 (or false/true) are the ground truth."""
+    truth = np.zeros(len(values), dtype=bool)
+    known = np.zeros(len(values), dtype=bool)
+    for r, (line, v) in enumerate(zip(lines, values, strict=True)):
+        v = v.strip()
+        if v in _TRUE:
+            truth[r] = known[r] = True
+        elif v in _FALSE:
+            known[r] = True
+        elif v:
+            raise PairScoresError(f"{path}, line {line}: is_clean is {v!r}; expected 1, 0 or empty (unknown)")
+    return truth, known
+
+
+def _lookup(keys: np.ndarray, texts: list[str], key: int) -> str | None:
+    """The text of the first row whose ``keys`` entry equals ``key``, or None if no row has it."""
+    hits = np.flatnonzero(keys == key)
+    return texts[int(hits[0])] if len(hits) else None
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a clean probability in [0, 1], got {threshold!r}")
+
+
+def _save_npy(tmp: Path, array: np.ndarray) -> None:
+    # A file handle, because np.save appends ".npy" to path names that lack it.
+    with open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)

@@ -1,0 +1,142 @@
+"""Reading a run's pair_scores.csv back for the noisy-pair explorer: flags, metrics, explain, exports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from disncl.data.noise import NoiseIndex
+from disncl.data.pairs import CaptionedImages
+from disncl.serve.pair_scores import PairScores, PairScoresError
+from disncl.train.scoring import write_pair_scores
+
+# Four images with two captions each; captions 1, 2, 5 and 7 are paired with the wrong image.
+CAP2IMG = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+PAIRED = np.array([0, 1, 0, 1, 2, 3, 3, 2])
+CLEAN_PROB = np.array([0.9, 0.2, 0.6, 0.8, 0.4, 0.1, 0.95, 0.3], dtype=np.float32)
+# At threshold 0.5 pairs 1, 4, 5, 7 are flagged: 3 of them truly noisy (1, 5, 7), pair 4 is clean and
+# noisy pair 2 is missed, so precision = recall = 3/4. Scores 1 - p: noisy {.8, .4, .9, .7} against
+# clean {.1, .2, .6, .05} win 4 + 3 + 4 + 4 = 15 of 16 comparisons, so AUROC = 15/16.
+
+
+def _write(path: Path, with_truth: bool = True) -> Path:
+    ds = CaptionedImages(
+        root=Path("."),
+        image_paths=[f"img{i}.png" for i in range(4)],
+        captions=[f"caption {c}, with a comma" for c in range(8)],
+        cap2img=CAP2IMG,
+    )
+    table = {
+        "pair": np.arange(8),
+        "caption_index": np.arange(8),
+        "image_index": PAIRED,
+        "clean_prob": CLEAN_PROB,
+        "loss": np.linspace(0.5, 4.0, 8).astype(np.float32),
+        "mii_sim": np.linspace(-0.2, 0.9, 8).astype(np.float32),
+        "full_sim": np.linspace(0.1, 0.8, 8).astype(np.float32),
+        "image_rank": np.array([1, 3, 2, 1, 1, 4, 1, 2]),
+        "best_image": np.array([0, 0, 1, 1, 2, 2, 3, 3]),
+        "best_caption_for_image": np.array([0, 3, 0, 3, 4, 7, 7, 4]),
+    }
+    return write_pair_scores(path, table, ds, PAIRED == CAP2IMG if with_truth else None)
+
+
+@pytest.fixture
+def scores(tmp_path: Path) -> PairScores:
+    return PairScores.read(_write(tmp_path / "pair_scores.csv"))
+
+
+def test_reads_the_training_format(scores: PairScores) -> None:
+    assert len(scores) == 8
+    assert np.array_equal(scores.image_index, PAIRED)
+    assert np.allclose(scores.clean_prob, CLEAN_PROB, atol=1e-5)
+    assert scores.caption[3] == "caption 3, with a comma"
+    assert scores.image[5] == "img3.png"
+    assert scores.truth_known.all()
+    assert np.array_equal(scores.is_clean, PAIRED == CAP2IMG)
+
+
+def test_flags_and_summary_match_a_hand_count(scores: PairScores) -> None:
+    assert np.flatnonzero(scores.flagged(0.5)).tolist() == [1, 4, 5, 7]
+    s = scores.summary(0.5)
+    assert s["n_pairs"] == 8 and s["n_flagged"] == 4 and s["flagged_fraction"] == 0.5
+    assert s["n_truth_known"] == 8 and s["n_noisy"] == 4
+    assert s["noisy_precision"] == pytest.approx(3 / 4)
+    assert s["noisy_recall"] == pytest.approx(3 / 4)
+    assert s["auroc"] == pytest.approx(15 / 16)
+    # A threshold flagging everything catches every noisy pair at precision 1/2.
+    everything = scores.summary(1.0)
+    assert everything["noisy_recall"] == 1.0 and everything["noisy_precision"] == 0.5
+
+
+def test_summary_without_ground_truth_has_no_quality_metrics(tmp_path: Path) -> None:
+    scores = PairScores.read(_write(tmp_path / "p.csv", with_truth=False))
+    s = scores.summary(0.5)
+    assert not scores.truth_known.any()
+    assert s["n_flagged"] == 4 and s["n_truth_known"] == 0
+    assert "auroc" not in s and "noisy_precision" not in s
+    assert scores.explain(0)["is_clean"] is None
+
+
+def test_histogram_splits_counts_by_flag(scores: PairScores) -> None:
+    h = scores.histogram(bins=4, threshold=0.5)
+    assert np.allclose(h["edges"], [0.0, 0.25, 0.5, 0.75, 1.0])
+    assert h["flagged"].tolist() == [2, 2, 0, 0]
+    assert h["kept"].tolist() == [0, 0, 1, 3]
+
+
+def test_explain_names_the_best_matches(scores: PairScores) -> None:
+    e = scores.explain(5)
+    assert e["caption"] == "caption 5, with a comma" and e["image"] == "img3.png"
+    assert e["image_index"] == 3 and e["image_rank"] == 4
+    assert e["flagged"] is True and e["is_clean"] is False
+    assert e["clean_prob"] == pytest.approx(0.1, abs=1e-5)
+    assert e["best_image"] == {"index": 2, "path": "img2.png"}
+    assert e["best_caption_for_image"] == {"index": 7, "text": "caption 7, with a comma"}
+    with pytest.raises(KeyError, match="pair 99"):
+        scores.explain(99)
+
+
+def test_csv_export_reads_back(scores: PairScores, tmp_path: Path) -> None:
+    flagged = scores.flagged(0.5)
+    back = PairScores.read(scores.to_csv(tmp_path / "flagged.csv", flagged))
+    assert back.pair.tolist() == [1, 4, 5, 7]
+    for name in ("image_index", "clean_prob", "loss", "mii_sim", "image_rank", "best_caption_for_image", "is_clean"):
+        assert np.array_equal(getattr(back, name), getattr(scores, name)[flagged]), name
+    assert back.caption == [scores.caption[r] for r in (1, 4, 5, 7)]
+
+
+def test_noise_index_export_keeps_the_per_caption_convention(scores: PairScores, tmp_path: Path) -> None:
+    index_path, flags_path = scores.to_noise_index(tmp_path / "noise.npy", scores.flagged(0.5))
+    assert flags_path == tmp_path / "noise.flagged.npy"
+    a = np.load(index_path)
+    assert a.dtype == np.int64 and a.tolist() == PAIRED.tolist()
+    flags = np.load(flags_path)
+    assert flags.dtype == bool and np.flatnonzero(flags).tolist() == [1, 4, 5, 7]
+    # The training loader reads it back as a per-caption index reproducing the same pairs.
+    reloaded = NoiseIndex.load(index_path, n_images=4, n_captions=8)
+    assert reloaded.kind == "caption" and np.array_equal(reloaded.index, PAIRED)
+
+
+def test_noise_index_export_needs_the_full_table(scores: PairScores, tmp_path: Path) -> None:
+    partial = PairScores.read(scores.to_csv(tmp_path / "flagged.csv", scores.flagged(0.5)))
+    with pytest.raises(PairScoresError, match="every caption"):
+        partial.to_noise_index(tmp_path / "noise.npy", partial.flagged(0.5))
+    with pytest.raises(ValueError, match="one entry per row"):
+        scores.to_csv(tmp_path / "x.csv", np.ones(3, dtype=bool))
+
+
+def test_malformed_files_say_where(tmp_path: Path) -> None:
+    path = _write(tmp_path / "p.csv")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], lines[1].replace("0.90000", "high", 1), *lines[2:]]) + "\n", encoding="utf-8")
+    with pytest.raises(PairScoresError, match=r"line 2: column 'clean_prob' is 'high'"):
+        PairScores.read(bad)
+    bad.write_text("pair,caption_index\n0,0\n", encoding="utf-8")
+    with pytest.raises(PairScoresError, match="missing column"):
+        PairScores.read(bad)
+    with pytest.raises(FileNotFoundError, match="pair_scores.csv"):
+        PairScores.read(tmp_path / "nope.csv")
