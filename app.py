@@ -1,0 +1,532 @@
+"""The disncl web app: cross-modal search, a pair inspector, the noisy-pair explorer and a model card.
+
+Run locally and open the printed URL in a browser::
+
+    python app.py --bundle assets/bundle --gallery assets/gallery [--host 127.0.0.1] [--port 7860]
+
+Every computation the page runs is also an API endpoint with a stable name ("/search_text", "/search_image",
+"/inspect_pair", "/explorer", "/explain_pair", "/export_flagged", "/model_card", "/gallery_page"),
+so ``gradio_client.Client(url).predict(..., api_name="/search_text")`` gives what the page shows.
+This file holds layout and event wiring only; the computations live in :mod:`disncl.serve.app_logic`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+# Before gradio is imported: with analytics on, importing it looks up a remote host, and this app
+# must start and run without network access.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import gradio as gr  # noqa: E402  (must follow the environment setting above)
+
+from disncl.serve import app_logic as logic  # noqa: E402
+from disncl.serve import choose_providers  # noqa: E402
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+BROWSE_PER_PAGE = 40
+DEFAULT_K = 8
+# Encoder calls run one at a time: an ONNX Runtime session already spreads one request over every
+# core, so two concurrent encodes only split the cores and both finish later. The explorer's events
+# touch no encoder (numpy over the pair-scores table), so several may run beside a search.
+ENCODER_CONCURRENCY = 1
+TABLE_CONCURRENCY = 4
+# Enough waiting events for a few users clicking around; beyond that a new request is refused with
+# "queue full" at once instead of waiting minutes.
+QUEUE_MAX_SIZE = 64
+
+SOFT_MATCH_HELP = """
+**Soft match score** = softmax over the candidate images of (MII similarity / τ) for the caption,
+evaluated at this image: `exp(s(x, c)/τ) / Σ_j exp(s(x_j, c)/τ)`, with `s` the cosine similarity of
+the modality-invariant (MII) codes and the candidates `x_j` the gallery's images plus this image
+(counted once when it is itself a gallery image). It is the probability that this image is the
+caption's match among those candidates. τ is the trained temperature from the model's manifest
+(0.07 when it records none). **Exclusive contribution** = full similarity − MII similarity: how much
+the modality-exclusive detail that MII leaves out (backgrounds, wording) moves the score.
+"""
+
+CSS = """
+#explorer-table img { width: 40px; height: 40px; image-rendering: pixelated; }
+.pixel img { width: 140px; height: 140px; object-fit: contain; image-rendering: pixelated; }
+.hint { color: var(--body-text-color-subdued); font-size: var(--text-sm); }
+"""
+
+
+@contextmanager
+def shown_to_user() -> Iterator[None]:
+    """Turn the logic layer's request errors into Gradio errors, which the page shows as a message."""
+    try:
+        yield
+    except logic.AppError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def thumbnail_markdown(path: Path | None) -> str:
+    """A gallery-root image as a markdown image served by Gradio's file route, or a dash."""
+    if path is None:
+        return "—"
+    # Relative URL, so the app also works behind a proxy that mounts it under a sub-path.
+    return f"![]({'gradio_api/file=' + quote(str(path.resolve()))})"
+
+
+def _optional_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    return {"headers": headers, "data": rows}
+
+
+def build_app(services: logic.Services) -> gr.Blocks:
+    """The page: four tabs over one loaded bundle and gallery. Call :func:`launch` to serve it."""
+    gallery = services.gallery
+    with gr.Blocks(title="disncl — noisy-correspondence-robust retrieval") as demo:
+        gr.Markdown(
+            "# disncl\nImage–text retrieval trained to stay accurate on noisy pairs (DisNCL). "
+            f"Gallery: {gallery.n_images} images, {gallery.n_captions} captions."
+        )
+        with gr.Tabs():
+            with gr.Tab("Search", id="search"):
+                _search_tab(services)
+            with gr.Tab("Pair inspector", id="inspector"):
+                _inspector_tab(services)
+            with gr.Tab("Noisy-pair explorer", id="explorer"):
+                _explorer_tab(demo, services)
+            with gr.Tab("Model card", id="card"):
+                card = gr.Markdown(elem_id="model-card")
+        demo.load(
+            lambda: logic.model_card(services.bundle.manifest, services.gallery),
+            outputs=card,
+            api_name="model_card",
+            api_description="The model card: method, training data and noise, test recall (MII vs full).",
+            concurrency_id="tables",
+            concurrency_limit=TABLE_CONCURRENCY,
+        )
+    return demo
+
+
+# ---------------------------------------------------------------------------------------------- shared parts
+
+
+@dataclass(frozen=True)
+class ImagePicker:
+    """The query-image inputs: an upload box, the gallery index, and the event of picking a gallery image."""
+
+    image: gr.Image
+    index: gr.Number
+    picked: Any  # the pick event's dependency, so a tab can chain its query on it
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        return [self.image, self.index]
+
+
+def _image_picker(services: logic.Services, label: str, prefix: str, page_api: str | None = None) -> ImagePicker:
+    """An upload box plus a browsable page of gallery images; picking one fills both the box and the index.
+
+    ``prefix`` names the elements (``{prefix}-index``); ``page_api`` names the page-turning endpoint
+    (one picker publishes it, the others keep theirs private so the API lists it once).
+    """
+    n_pages = logic.page_count(services.gallery.n_images, BROWSE_PER_PAGE)
+    with gr.Column():
+        image = gr.Image(
+            label=label, type="filepath", sources=["upload", "clipboard"], height=220, elem_classes="pixel"
+        )
+        # -1, not empty: Gradio shows an empty number box as 0, which would silently pick gallery image 0.
+        index = gr.Number(
+            label="Gallery image # (-1: use the uploaded image)", value=-1, precision=0, minimum=-1,
+            elem_id=f"{prefix}-index",
+        )
+        with gr.Accordion("…or pick an image from the gallery", open=False):
+            # Gradio needs minimum < maximum even for a hidden one-page slider.
+            page = gr.Slider(0, max(1, n_pages - 1), value=0, step=1, label="Page", visible=n_pages > 1)
+            browse = gr.Gallery(
+                value=logic.browse_page(services, 0, BROWSE_PER_PAGE), columns=8, height=260,
+                allow_preview=False, show_label=False,
+            )
+
+    def show_page(p: float) -> list[tuple[str, str]]:
+        """One page of the gallery's images, for picking a query image."""
+        return logic.browse_page(services, int(p), BROWSE_PER_PAGE)
+
+    def pick(p: float, evt: gr.SelectData) -> tuple[str, int]:
+        i = int(p) * BROWSE_PER_PAGE + int(evt.index)
+        return str(services.gallery.image_path(i)), i
+
+    page.release(
+        show_page, page, browse, api_name=page_api, api_visibility="public" if page_api else "private",
+        concurrency_id="tables", concurrency_limit=TABLE_CONCURRENCY,
+    )
+    def preview(i: float | None) -> Any:
+        """Show a typed gallery index's image; leave the box alone for -1 (the upload is the query)."""
+        if i is None or not 0 <= i < services.gallery.n_images:
+            return gr.skip()
+        return str(services.gallery.image_path(int(i)))
+
+    picked = browse.select(pick, page, [image, index], api_visibility="private")
+    index.change(preview, index, image, api_visibility="private", show_progress="hidden")
+    # A new upload or a cleared box means the gallery image is no longer the query.
+    image.upload(lambda: -1, outputs=index, api_visibility="private")
+    image.clear(lambda: -1, outputs=index, api_visibility="private")
+    return ImagePicker(image, index, picked)
+
+
+def _caption_table(label: str, elem_id: str) -> gr.Dataframe:
+    """A read-only table of caption hits (:data:`~disncl.serve.app_logic.CAPTION_HIT_HEADERS`)."""
+    return gr.Dataframe(
+        headers=logic.CAPTION_HIT_HEADERS, column_widths=logic.CAPTION_HIT_WIDTHS, label=label, interactive=False,
+        wrap=True, elem_id=elem_id,
+    )
+
+
+def _picked_from(ids: list[int], evt: gr.SelectData) -> int:
+    """The gallery index behind a clicked result tile or table row."""
+    position = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    return int(ids[int(position)])
+
+
+# ---------------------------------------------------------------------------------------------- search tab
+
+
+def _search_tab(services: logic.Services) -> None:
+    gallery = services.gallery
+    gr.Markdown("### Text → image", elem_classes="hint")
+    with gr.Row(equal_height=True):
+        query = gr.Textbox(
+            label="Caption", placeholder="e.g. a small red circle above a blue square", scale=5, elem_id="search-query"
+        )
+        k = gr.Slider(1, logic.MAX_K, value=DEFAULT_K, step=1, label="Results per space", scale=2)
+        go_text = gr.Button("Search images", variant="primary", scale=1, elem_id="search-text-button")
+    with gr.Row():
+        mii_images = gr.Gallery(
+            label="Ranked by MII similarity", columns=4, height=330, allow_preview=False, elem_id="mii-results"
+        )
+        full_images = gr.Gallery(
+            label="Ranked by full-feature similarity", columns=4, height=330, allow_preview=False,
+            elem_id="full-results",
+        )
+    with gr.Accordion("Scores and ranks in both spaces", open=False):
+        image_table = gr.Dataframe(
+            headers=logic.IMAGE_HIT_HEADERS, interactive=False, wrap=True, column_widths=logic.IMAGE_HIT_WIDTHS
+        )
+    gr.Markdown("Click a result image to search for its captions.", elem_classes="hint")
+
+    gr.Markdown("### Image → text", elem_classes="hint")
+    with gr.Row():
+        with gr.Column(scale=2):
+            picker = _image_picker(services, "Query image", "search", page_api="gallery_page")
+            go_image = gr.Button("Find captions", variant="primary", elem_id="search-image-button")
+        with gr.Column(scale=3):
+            mii_captions = _caption_table("Ranked by MII similarity", "mii-captions")
+            full_captions = _caption_table("Ranked by full-feature similarity", "full-captions")
+            gr.Markdown("Click a caption to search for its images.", elem_classes="hint")
+
+    ids = {name: gr.State([]) for name in ("mii_images", "full_images", "mii_captions", "full_captions")}
+
+    def search_text(text: str, k: float) -> tuple[Any, ...]:
+        """Text → image search: the gallery images closest to a caption under MII and full-feature similarity.
+
+        Parameters:
+            text: the caption to search with.
+            k: results per space (1-100).
+        Returns:
+            the MII ranking and the full-feature ranking as image galleries, and a table of both.
+        """
+        with shown_to_user():
+            hits = logic.search_text(services, text, k)
+        return (
+            logic.image_gallery_items(services, hits["mii"]),
+            logic.image_gallery_items(services, hits["full"]),
+            _table(logic.IMAGE_HIT_HEADERS, logic.image_hit_rows(services, hits)),
+            [h.index for h in hits["mii"]],
+            [h.index for h in hits["full"]],
+        )
+
+    def search_image(upload: str | None, gallery_index: float | None, k: float) -> tuple[Any, ...]:
+        """Image → text search: the gallery captions closest to an image under MII and full-feature similarity.
+
+        Parameters:
+            upload: an image file (ignored when gallery_index is given).
+            gallery_index: a gallery image's index; -1 (or empty) to use the upload.
+            k: results per space (1-100).
+        Returns:
+            the MII ranking and the full-feature ranking of captions, as tables.
+        """
+        with shown_to_user():
+            q = logic.image_query(upload, gallery_index, gallery.n_images)
+            hits = logic.search_image(services, q, k)
+            return (
+                _table(logic.CAPTION_HIT_HEADERS, logic.caption_hit_rows(services, hits["mii"], q)),
+                _table(logic.CAPTION_HIT_HEADERS, logic.caption_hit_rows(services, hits["full"], q)),
+                [h.index for h in hits["mii"]],
+                [h.index for h in hits["full"]],
+            )
+
+    text_outputs = [mii_images, full_images, image_table, ids["mii_images"], ids["full_images"]]
+    image_inputs = [*picker.inputs, k]
+    image_outputs = [mii_captions, full_captions, ids["mii_captions"], ids["full_captions"]]
+    encoder = {"concurrency_id": "encoder", "concurrency_limit": ENCODER_CONCURRENCY}
+    gr.on([go_text.click, query.submit], search_text, [query, k], text_outputs, api_name="search_text", **encoder)
+    go_image.click(search_image, image_inputs, image_outputs, api_name="search_image", **encoder)
+    picker.picked.then(search_image, image_inputs, image_outputs, api_visibility="private", **encoder)
+
+    def image_result(ids_shown: list[int], evt: gr.SelectData) -> tuple[str, int]:
+        i = _picked_from(ids_shown, evt)
+        return str(services.gallery.image_path(i)), i
+
+    def caption_result(ids_shown: list[int], evt: gr.SelectData) -> str:
+        return services.gallery.captions[_picked_from(ids_shown, evt)]
+
+    for tiles, shown in ((mii_images, ids["mii_images"]), (full_images, ids["full_images"])):
+        tiles.select(image_result, shown, picker.inputs, api_visibility="private").then(
+            search_image, image_inputs, image_outputs, api_visibility="private", **encoder
+        )
+    for table, shown in ((mii_captions, ids["mii_captions"]), (full_captions, ids["full_captions"])):
+        table.select(caption_result, shown, query, api_visibility="private").then(
+            search_text, [query, k], text_outputs, api_visibility="private", **encoder
+        )
+
+
+# ---------------------------------------------------------------------------------------------- inspector tab
+
+
+def _inspector_tab(services: logic.Services) -> None:
+    gallery = services.gallery
+    gr.Markdown(SOFT_MATCH_HELP, elem_classes="hint")
+    with gr.Row():
+        with gr.Column(scale=2):
+            picker = _image_picker(services, "Image", "inspect")
+            caption = gr.Textbox(
+                label="Caption", placeholder="any caption, e.g. one of the gallery's", elem_id="inspect-caption"
+            )
+            k = gr.Slider(1, logic.MAX_K, value=5, step=1, label="Best partners to list")
+            go = gr.Button("Inspect pair", variant="primary", elem_id="inspect-button")
+        with gr.Column(scale=3):
+            summary = gr.Markdown(elem_id="inspect-summary")
+            with gr.Accordion("Values as JSON", open=False):
+                values = gr.JSON(show_label=False)
+            best_captions = _caption_table("The image's best-matching captions (MII)", "inspect-captions")
+            best_images = gr.Gallery(
+                label="The caption's best images (MII)", columns=5, height=200, allow_preview=False,
+                elem_id="inspect-images",
+            )
+
+    def inspect_pair(upload: str | None, gallery_index: float | None, text: str, k: float) -> tuple[Any, ...]:
+        """Inspect any (image, caption) pair: soft match score, MII and full similarity, exclusive contribution.
+
+        Parameters:
+            upload: an image file (ignored when gallery_index is given).
+            gallery_index: a gallery image's index; -1 (or empty) to use the upload.
+            text: the caption.
+            k: how many best partners of each to list (1-100).
+        Returns:
+            a summary, the values as JSON, the image's best captions and the caption's best images.
+        """
+        with shown_to_user():
+            q = logic.image_query(upload, gallery_index, gallery.n_images)
+            report = logic.inspect_pair(services, q, text, k)
+        return (
+            logic.pair_markdown(report, q),
+            report.values(),
+            _table(logic.CAPTION_HIT_HEADERS, logic.caption_hit_rows(services, report.image_to_captions, q)),
+            logic.image_gallery_items(services, report.caption_to_images),
+        )
+
+    gr.on(
+        [go.click, caption.submit], inspect_pair, [*picker.inputs, caption, k],
+        [summary, values, best_captions, best_images], api_name="inspect_pair",
+        concurrency_id="encoder", concurrency_limit=ENCODER_CONCURRENCY,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- explorer tab
+
+
+def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
+    if services.pair_scores is None:
+        gr.Markdown(
+            "This gallery has no training pair scores attached, so there is nothing to explore. Rebuild it with "
+            "`python -m disncl index ... --pair-scores RUN/pair_scores.csv`."
+        )
+        return
+    gr.Markdown(
+        "Every training pair with the clean probability the model assigned it (the posterior of the low-loss "
+        "mode of a two-component mixture on per-pair losses, docs/method.md Eq. 6). Pairs at or below the "
+        "threshold are **flagged** as probably mismatched. Click a row to see why.",
+        elem_classes="hint",
+    )
+    with gr.Row():
+        threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Flag pairs with clean probability ≤", scale=3)
+        show = gr.Radio(list(logic.EXPLORER_SHOW), value="all", label="Show", scale=2)
+    with gr.Row():
+        sort_by = gr.Dropdown(list(logic.EXPLORER_SORTS), value="clean probability", label="Sort by", scale=2)
+        descending = gr.Checkbox(value=False, label="Descending", scale=1)
+        contains = gr.Textbox(label="Caption contains", placeholder="filter by words", scale=2)
+        limit = gr.Slider(10, 1000, value=100, step=10, label="Rows", scale=2)
+    with gr.Row():
+        with gr.Column(scale=2):
+            counts = gr.Markdown(elem_id="explorer-counts")
+            with gr.Accordion("Counts and detection quality as JSON", open=False):
+                metrics = gr.JSON(show_label=False)
+        histogram = gr.Plot(show_label=False, scale=3)
+    table = gr.Dataframe(
+        headers=logic.EXPLORER_HEADERS, datatype=["number", "markdown", "str", *["number"] * 5, "str", "str"],
+        interactive=False, wrap=True, elem_id="explorer-table", max_height=520,
+        column_widths=["6%", "7%", "35%", "7%", "7%", "7%", "7%", "7%", "7%", "10%"],
+    )
+    gr.Markdown("### Why flagged?", elem_classes="hint")
+    with gr.Row():
+        with gr.Column(scale=3):
+            pair = gr.Number(label="Pair # (click a row)", precision=0, minimum=0, elem_id="explorer-pair")
+            why = gr.Markdown(elem_id="explorer-why")
+        own_image = gr.Image(label="Its image", interactive=False, height=180, scale=1, elem_classes="pixel")
+        best_image = gr.Image(
+            label="Best image for the caption", interactive=False, height=180, scale=1, elem_classes="pixel"
+        )
+    gr.Markdown("### Export", elem_classes="hint")
+    with gr.Row():
+        export = gr.Button("Export the flagged pairs", scale=1, elem_id="export-button")
+        csv_file = gr.File(label="Flagged pairs (CSV)", scale=2, elem_id="export-csv")
+        noise_files = gr.File(label="Noise index (.npy + .json) and per-caption flags (.npy)", file_count="multiple",
+                              scale=2)
+    shown_pairs = gr.State([])
+
+    def explorer(t: float, show_: str, sort: str, desc: bool, text: str, rows: float) -> tuple[Any, ...]:
+        """The noisy-pair explorer at a threshold: counts and detection quality, histogram, table of pairs.
+
+        Parameters:
+            t: flag pairs whose clean probability is at most this (0-1).
+            show_: "all", "flagged" or "kept".
+            sort: column to sort by (see the Sort by menu).
+            desc: sort descending.
+            text: keep captions containing this text (empty keeps all).
+            rows: at most this many rows.
+        Returns:
+            the counts as text, the summary as JSON (precision, recall, AUROC where ground truth exists),
+            the histogram and the table.
+        """
+        with shown_to_user():
+            summary = logic.explorer_summary(services, t)
+            data = logic.explorer_rows(services, t, show_, sort, desc, text, rows, thumbnail_markdown)
+            figure = logic.histogram_figure(services, t)
+        return (
+            logic.summary_markdown(summary),
+            summary,
+            figure,
+            _table(logic.EXPLORER_HEADERS, data),
+            [row[0] for row in data],
+        )
+
+    def explain_pair(p: float | None, t: float) -> tuple[Any, ...]:
+        """Why a training pair is flagged: its scores, the caption its image prefers, the best image for its caption.
+
+        Parameters:
+            p: the pair number (the table's first column).
+            t: the flagging threshold.
+        Returns:
+            the explanation, the pair's image and the best image for its caption.
+        """
+        with shown_to_user():
+            if p is None:
+                raise logic.AppError("no pair: click a row of the table or type a pair number")
+            found = logic.explain_pair(services, p, t)
+        return found.markdown, _optional_str(found.image), _optional_str(found.best_image)
+
+    def export_flagged(t: float) -> tuple[str, list[str]]:
+        """Export the pairs flagged at a threshold as CSV, and the pairing as a noise index with per-caption flags.
+
+        Parameters:
+            t: flag pairs whose clean probability is at most this (0-1).
+        Returns:
+            the CSV file and the noise-index files (.npy, .json sidecar, .flagged.npy).
+        """
+        with shown_to_user():
+            csv_path, index_paths = logic.export_flagged(services, t)
+        return str(csv_path), [str(p) for p in index_paths]
+
+    def row_pair(pairs: list[int], evt: gr.SelectData) -> int:
+        return _picked_from(pairs, evt)
+
+    light = {"concurrency_id": "tables", "concurrency_limit": TABLE_CONCURRENCY}
+    inputs = [threshold, show, sort_by, descending, contains, limit]
+    outputs = [counts, metrics, histogram, table, shown_pairs]
+    gr.on(
+        [threshold.change, show.change, sort_by.change, descending.change, contains.submit, limit.release],
+        explorer, inputs, outputs, api_name="explorer", trigger_mode="always_last", show_progress="hidden", **light,
+    )
+    gr.on(
+        [pair.submit], explain_pair, [pair, threshold], [why, own_image, best_image], api_name="explain_pair", **light
+    )
+    table.select(row_pair, shown_pairs, pair, api_visibility="private").then(
+        explain_pair, [pair, threshold], [why, own_image, best_image], api_visibility="private", **light
+    )
+    export.click(export_flagged, threshold, [csv_file, noise_files], api_name="export_flagged", **light)
+    # Fill the tab when the page opens, at the default settings.
+    demo.load(explorer, inputs, outputs, api_visibility="private", **light)
+
+
+# ---------------------------------------------------------------------------------------------- launch
+
+
+def launch(
+    demo: gr.Blocks,
+    services: logic.Services,
+    host: str = DEFAULT_HOST,
+    port: int | None = DEFAULT_PORT,
+    **kwargs: Any,
+) -> tuple[Any, str, str | None]:
+    """Queue and serve the app; returns Gradio's (app, local URL, share URL).
+
+    Only the gallery's image root is served besides Gradio's own upload/output cache.
+    """
+    demo.queue(default_concurrency_limit=ENCODER_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
+    return demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        allowed_paths=[str(services.gallery.root.resolve())],
+        footer_links=["api"],
+        theme=gr.themes.Soft(),
+        css=CSS,
+        **kwargs,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Serve the disncl search and noisy-pair explorer app locally.")
+    p.add_argument("--bundle", type=Path, default=Path("assets/bundle"), help="exported model bundle folder")
+    p.add_argument(
+        "--gallery", type=Path, default=Path("assets/gallery"), help="gallery folder (python -m disncl index)"
+    )
+    p.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7860)")
+    p.add_argument("--providers", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        services = logic.Services.load(args.bundle, args.gallery, providers=choose_providers(args.providers))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    demo = build_app(services)
+    # Gradio's own banner suggests share=True, which this app deliberately does not offer.
+    _, url, _ = launch(demo, services, host=args.host, port=args.port, quiet=True, prevent_thread_lock=True)
+    print(f"disncl app: open {url} in a browser (Ctrl+C stops it)", flush=True)
+    demo.block_thread()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

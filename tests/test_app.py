@@ -1,0 +1,297 @@
+"""The Gradio app end to end: a real server on a free local port, driven through ``gradio_client``.
+
+A tiny model is trained, evaluated and exported once per test session, and the synthetic test split
+is indexed into a gallery with the run's pair scores attached; every API answer is compared with the
+same quantity computed directly from the bundle, the gallery and the pair-scores file.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_overrides
+
+gradio_client = pytest.importorskip("gradio_client", reason="the app tests need gradio_client (requirements.txt)")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # app.py lives at the repository root, outside the package
+
+import app  # noqa: E402  (needs the repository root on the path)
+from disncl.serve import app_logic as logic  # noqa: E402
+from disncl.serve.bundle import Bundle  # noqa: E402
+from disncl.serve.gallery import Gallery  # noqa: E402
+from disncl.serve.pair_scores import PairScores  # noqa: E402
+
+# Gradio 6's queue calls pandas options that pandas 3 deprecates; noise from the library, not this app.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
+]
+K = 4  # a third of the 12-image gallery: enough to compare rankings, fewer than all images
+
+
+@dataclass(frozen=True)
+class Assets:
+    """What the app serves in the tests: a bundle, a gallery over the test split, and the run they came from."""
+
+    run: Path
+    bundle: Path
+    gallery: Path
+    data: Path
+
+
+@functools.cache
+def build_assets(data: Path, out: Path) -> Assets:
+    """Train, evaluate and export a tiny model, and index the synthetic test split.
+
+    Cached, so the browser test module, which imports the ``assets`` fixture, reuses the same files.
+    """
+    from disncl.config import load_config
+    from disncl.serve.index_cli import collect_items
+    from disncl.train.evaluate import evaluate_run
+    from disncl.train.loop import train
+    from export import export_bundle
+
+    run = train(load_config(None, tiny_overrides(data, out / "run")), progress=False)
+    evaluate_run(run, "best", detection=False, progress=False)
+    bundle_dir = out / "bundle"
+    export_bundle(run / "best", bundle_dir, progress=False)
+    items = collect_items(None, data / "test.csv")
+    gallery = Gallery.build(
+        Bundle.load(bundle_dir), items.root, items.image_paths, items.captions, items.caption_image, progress=False
+    )
+    gallery.save(out / "gallery", pair_scores=run / "pair_scores.csv")
+    return Assets(run=run, bundle=bundle_dir, gallery=out / "gallery", data=data)
+
+
+@pytest.fixture(scope="session")
+def assets(tiny_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Assets:
+    # A fixed folder under the session's temp root: every module using this fixture hits the cache.
+    return build_assets(tiny_synth, tmp_path_factory.getbasetemp() / "app-assets")
+
+
+@dataclass(frozen=True)
+class Served:
+    url: str
+    client: gradio_client.Client
+    services: logic.Services
+
+
+@pytest.fixture(scope="module")
+def served(assets: Assets) -> Iterator[Served]:
+    services = logic.Services.load(assets.bundle, assets.gallery)
+    demo = app.build_app(services)
+    _, url, _ = app.launch(demo, services, port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Served(url=url, client=gradio_client.Client(url, verbose=False), services=services)
+    finally:
+        demo.close()
+
+
+def _rows(table: dict) -> list[list]:
+    """The data rows of a Dataframe value as returned by gradio_client."""
+    return table["data"]
+
+
+def test_every_endpoint_has_a_stable_name(served: Served) -> None:
+    api = served.client.view_api(return_format="dict", print_info=False)
+    assert sorted(api["named_endpoints"]) == [
+        "/explain_pair", "/explorer", "/export_flagged", "/gallery_page", "/inspect_pair", "/model_card",
+        "/search_image", "/search_text",
+    ]
+    assert not api["unnamed_endpoints"]
+
+
+def test_text_search_equals_direct_search(served: Served) -> None:
+    services = served.services
+    gallery = services.gallery
+    caption = gallery.captions[7]
+    mii_tiles, full_tiles, table = served.client.predict(caption, K, api_name="/search_text")
+    query = services.bundle.encode_texts([caption])
+    rows = _rows(table)
+    for space in logic.SPACES:
+        scores, ids = gallery.search_images(getattr(query, space), space, K)
+        got = [r for r in rows if r[0] == space]
+        assert [r[2] for r in got] == ids[0].tolist()
+        np.testing.assert_allclose([r[3] for r in got], scores[0], atol=1e-4)
+        assert [r[1] for r in got] == list(range(1, K + 1))
+    assert len(mii_tiles) == len(full_tiles) == K
+    # The rank under the other space is the exact rank over the whole gallery.
+    full_sims = gallery.embedding("image", "full") @ query.full[0]
+    first = next(r for r in rows if r[0] == "mii")
+    assert first[4] == int((full_sims > full_sims[first[2]]).sum()) + 1
+
+
+def test_image_search_by_upload_and_by_gallery_index_agree_with_direct_search(served: Served) -> None:
+    services = served.services
+    gallery = services.gallery
+    path = gallery.image_path(3)
+    by_upload = served.client.predict(gradio_client.handle_file(str(path)), None, K, api_name="/search_image")
+    by_index = served.client.predict(None, 3, K, api_name="/search_image")
+    encoded = services.bundle.encode_images([path])
+    for space, up, ix in zip(logic.SPACES, by_upload, by_index, strict=True):
+        scores, ids = gallery.search_captions(getattr(encoded, space), space, K)
+        assert [r[3] for r in _rows(up)] == ids[0].tolist()
+        np.testing.assert_allclose([r[1] for r in _rows(up)], scores[0], atol=1e-4)
+        # The stored embedding of gallery image 3 is the same image encoded at indexing time.
+        assert [r[3] for r in _rows(ix)] == ids[0].tolist()
+        owners = gallery.caption_image
+        assert [r[5] for r in _rows(ix)] == ["yes" if owners[c] == 3 else "no" for c in ids[0]]
+
+
+def _soft_match(gallery_sims: np.ndarray, own: float, tau: float, append: bool) -> float:
+    logits = np.append(gallery_sims, own) if append else gallery_sims
+    weights = np.exp((logits - logits.max()) / tau)
+    return float(np.exp((own - logits.max()) / tau) / weights.sum())
+
+
+@pytest.mark.parametrize("source", ["gallery", "upload"])
+def test_pair_inspector_values_equal_direct_computation(served: Served, source: str) -> None:
+    services = served.services
+    gallery = services.gallery
+    image_index, caption = 5, gallery.captions[11]
+    path = gallery.image_path(image_index)
+    args = (None, image_index) if source == "gallery" else (gradio_client.handle_file(str(path)), None)
+    summary, values, best_captions, best_images = served.client.predict(
+        *args, caption, 3, api_name="/inspect_pair"
+    )
+    image = services.bundle.encode_images([path])
+    text = services.bundle.encode_texts([caption])
+    mii = float(image.mii[0] @ text.mii[0])
+    full = float(image.full[0] @ text.full[0])
+    sims = gallery.embedding("image", "mii") @ text.mii[0]
+    tau = logic.manifest_tau(services.bundle.manifest)
+    assert tau == 0.07  # the tiny run trains with the default temperature, recorded in the manifest
+    expected = _soft_match(sims, mii, tau, append=source == "upload")
+    assert values["soft_match_score"] == pytest.approx(expected, abs=1e-5)
+    assert values["mii_similarity"] == pytest.approx(mii, abs=1e-5)
+    assert values["full_similarity"] == pytest.approx(full, abs=1e-5)
+    assert values["exclusive_contribution"] == pytest.approx(full - mii, abs=1e-5)
+    assert values["candidate_images"] == gallery.n_images + (source == "upload")
+    assert "soft match score" in summary
+    _, ids = gallery.search_captions(image.mii, "mii", 3)
+    assert [r[3] for r in _rows(best_captions)] == ids[0].tolist()
+    assert len(best_images) == 3
+
+
+def test_soft_match_score_is_a_probability_over_the_candidates() -> None:
+    sims = np.array([0.1, 0.5, -0.2])
+    total = sum(logic.soft_match_score(sims, float(s), 0.07, own_in_gallery=True) for s in sims)
+    assert total == pytest.approx(1.0)
+    # A tiny temperature must not overflow: the best candidate takes all the mass.
+    assert logic.soft_match_score(sims, 0.5, 1e-4, own_in_gallery=True) == pytest.approx(1.0)
+
+
+def test_explorer_flags_pairs_at_a_threshold(served: Served, assets: Assets) -> None:
+    scores = PairScores.read(assets.run / "pair_scores.csv")
+    threshold = float(np.round(np.median(scores.clean_prob), 2))
+    n_flagged = int(scores.flagged(threshold).sum())
+    assert 0 < n_flagged < len(scores)
+    counts, summary, _figure, table = served.client.predict(
+        threshold, "flagged", "clean probability", False, "", 1000, api_name="/explorer"
+    )
+    rows = _rows(table)
+    assert summary["n_flagged"] == n_flagged and summary["n_pairs"] == len(scores)
+    assert {"auroc", "noisy_precision", "noisy_recall"} <= summary.keys()  # synthetic noise: truth is known
+    assert f"**{n_flagged}**" in counts
+    assert len(rows) == n_flagged
+    assert all(r[8] == "yes" for r in rows)
+    assert [r[3] for r in rows] == sorted(r[3] for r in rows)
+    flagged_pairs = set(scores.pair[scores.flagged(threshold)].tolist())
+    assert {r[0] for r in rows} == flagged_pairs
+    # Thumbnails of training images are served from under the gallery root.
+    assert rows[0][1].startswith("![](gradio_api/file=")
+
+
+def test_explain_pair_names_the_preferred_partners(served: Served, assets: Assets) -> None:
+    scores = PairScores.read(assets.run / "pair_scores.csv")
+    r = int(np.argmin(scores.clean_prob))
+    why, own_image, _best_image = served.client.predict(int(scores.pair[r]), 0.5, api_name="/explain_pair")
+    assert f"Pair {int(scores.pair[r])}" in why
+    assert f"#{int(scores.image_rank[r])}" in why
+    assert own_image is not None and Path(own_image).is_file()
+
+
+def test_export_writes_flagged_csv_and_noise_index(served: Served, assets: Assets) -> None:
+    scores = PairScores.read(assets.run / "pair_scores.csv")
+    threshold = float(np.round(np.median(scores.clean_prob), 2))
+    csv_file, index_files = served.client.predict(threshold, api_name="/export_flagged")
+    exported = PairScores.read(csv_file)
+    mask = scores.flagged(threshold)
+    assert len(exported) == int(mask.sum())
+    assert exported.pair.tolist() == scores.pair[mask].tolist()
+    by_name = {Path(p).name: Path(p) for p in index_files}
+    index = np.load(by_name["noise_index.npy"], allow_pickle=False)
+    flags = np.load(by_name["noise_index.flagged.npy"], allow_pickle=False)
+    assert index.shape == flags.shape == (len(scores),)  # one entry per training caption
+    assert index[scores.caption_index].tolist() == scores.image_index.tolist()
+    assert int(flags.sum()) == int(mask.sum())
+
+
+def test_model_card_reports_method_noise_and_recall(served: Served) -> None:
+    card = served.client.predict(api_name="/model_card")
+    assert "**Method:** disncl" in card
+    assert "image-level, rate 0.5" in card
+    assert "Test recall" in card and "| MII only |" in card and "| full feature |" in card
+
+
+def test_errors_say_what_to_change(served: Served) -> None:
+    with pytest.raises(Exception, match="upload one, or pick one from the gallery"):
+        served.client.predict(None, None, K, api_name="/search_image")
+    with pytest.raises(Exception, match="out of range"):
+        served.client.predict(None, 999, K, api_name="/search_image")
+    with pytest.raises(Exception, match="no caption"):
+        served.client.predict("   ", K, api_name="/search_text")
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_only_the_gallery_root_is_served(served: Served) -> None:
+    inside = served.services.gallery.image_path(0).resolve()
+    assert _status(f"{served.url}gradio_api/file={inside}") == 200
+    for outside in (REPO / "README.md", Path("/etc/passwd"), served.services.bundle.path.resolve() / "manifest.json"):
+        assert _status(f"{served.url}gradio_api/file={outside}") == 403
+
+
+def test_app_does_not_import_torch() -> None:
+    code = "import sys, app; assert 'torch' not in sys.modules, 'app.py pulled in torch'"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=120)
+
+
+def test_explorer_filters_and_sorts(served: Served) -> None:
+    services = served.services
+    scores = services.pair_scores
+    rows = logic.explorer_rows(services, 0.5, "kept", "MII similarity", True, "", 1000)
+    assert len(rows) == int((~scores.flagged(0.5)).sum())
+    assert all(r[8] == "no" for r in rows)
+    assert [r[4] for r in rows] == sorted((r[4] for r in rows), reverse=True)
+    word = scores.caption[0].split()[-1]
+    rows = logic.explorer_rows(services, 0.5, "all", "pair", False, word.upper(), 5)
+    assert 0 < len(rows) <= 5 and all(word in r[2].lower() for r in rows)
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+
+
+def test_explorer_without_pair_scores_says_how_to_attach_them(served: Served) -> None:
+    bare = logic.Services(bundle=served.services.bundle, gallery=served.services.gallery, pair_scores=None)
+    with pytest.raises(logic.AppError, match="--pair-scores"):
+        logic.explorer_summary(bare, 0.5)
+    endpoints = {fn.api_name for fn in app.build_app(bare).fns.values()}
+    assert {"search_text", "search_image", "inspect_pair", "model_card"} <= endpoints
+    assert "explorer" not in endpoints
