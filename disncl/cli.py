@@ -50,12 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("index", help="encode images/captions with an exported bundle into a FAISS gallery "
                    "(see `index --help`)", add_help=False)
 
-    t = sub.add_parser("train", help="train a model (InfoNCE or DisNCL)")
+    t = sub.add_parser("train", help="train a model (DisNCL, InfoNCE, NCR-style or SREM)")
     t.add_argument("--config", help="YAML config (e.g. configs/quick.yaml)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any config value")
     t.add_argument("--data", help="dataset folder (data.root)")
     t.add_argument("--out", help="run directory (train.out)")
-    t.add_argument("--method", choices=["infonce", "disncl"])
+    t.add_argument("--method", choices=["infonce", "disncl", "ncr", "srem"])
     t.add_argument("--epochs", type=int)
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--noise-rate", type=float)

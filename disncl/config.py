@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from disncl.losses.disncl import DisNCLLossConfig
+from disncl.losses.srem import SREMLossConfig
 from disncl.models.config import ModelConfig
 from disncl.train.noise_split import SplitConfig
 
@@ -45,7 +46,7 @@ class DataConfig:
 class TrainConfig:
     """The optimisation loop: method, schedule, devices, output."""
 
-    method: Literal["infonce", "disncl"] = "disncl"
+    method: Literal["infonce", "disncl", "ncr", "srem"] = "disncl"
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
@@ -67,6 +68,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: DisNCLLossConfig = field(default_factory=DisNCLLossConfig)
+    srem: SREMLossConfig = field(default_factory=SREMLossConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -74,11 +76,11 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     def trained_spaces(self) -> tuple[str, ...]:
-        """Similarity spaces the method trains: InfoNCE has no MII heads worth reporting."""
+        """Similarity spaces the method trains: only DisNCL trains its MII heads (infonce, ncr, srem: full)."""
         return ("mii", "full") if self.train.method == "disncl" else ("full",)
 
     def selection_space(self) -> Literal["mii", "full"]:
-        """The similarity space used for model selection and the per-pair loss."""
+        """The similarity space used for model selection and the per-pair loss (full unless DisNCL)."""
         if self.train.select_on != "auto":
             return self.train.select_on
         return "mii" if self.train.method == "disncl" else "full"

@@ -195,7 +195,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
     end = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, stop_after)
     for epoch in range(state.epoch, end):
         t0 = time.perf_counter()
-        use_split = cfg.train.method == "disncl" and epoch >= cfg.train.warmup_epochs
+        use_split = cfg.train.method in ("disncl", "ncr", "srem") and epoch >= cfg.train.warmup_epochs
         weights = state.clean_prob if use_split else np.ones_like(state.clean_prob)
         terms_sum: dict[str, float] = {}
         n_batches = 0
@@ -209,7 +209,8 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
             ids, mask = train_data.tokens.batch(pairs.caption[idx], device)
             w = torch.as_tensor(weights[idx], device=device)
             with autocast(device, cfg.train.amp):
-                loss, terms = batch_objective(cfg.train.method, model, pixels, ids, mask, w, cfg.loss)
+                loss, terms = batch_objective(cfg.train.method, model, pixels, ids, mask, w, cfg.loss, cfg.srem,
+                                              use_split)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"non-finite loss at epoch {epoch + 1}, step {state.step}: {terms}; lower train.lr or check data"

@@ -14,6 +14,7 @@ from torch.func import functional_call
 
 from disncl.losses.disncl import CLUB_PAIRS, DisNCLInputs, DisNCLLossConfig, disncl_loss, gaussian_nll
 from disncl.losses.infonce import infonce
+from disncl.losses.srem import SREMLossConfig, srem_loss
 from disncl.models.disncl import DisNCLModel
 from disncl.models.heads import reparameterize
 
@@ -26,6 +27,34 @@ def infonce_objective(
     h_t = model.encode_text(input_ids, attention_mask).h
     loss = infonce(h_v, h_t, tau)
     return loss, {"infonce": float(loss.detach())}
+
+
+def ncr_objective(
+    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor, tau: float
+) -> tuple[Tensor, dict[str, float]]:
+    """NCR-style baseline, one network: InfoNCE on the tower features weighted by w (Eq. 13)."""
+    h_v = model.encode_image(pixels).h
+    h_t = model.encode_text(input_ids, attention_mask).h
+    loss = infonce(h_v, h_t, tau, weights=clean_prob)
+    return loss, {"ncr": float(loss.detach()), "clean_prob_mean": float(clean_prob.float().mean())}
+
+
+def srem_objective(
+    model: DisNCLModel,
+    pixels: Tensor,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    clean_prob: Tensor,
+    cfg: SREMLossConfig,
+    use_split: bool,
+) -> tuple[Tensor, dict[str, float]]:
+    """SREM on the tower features (Eq. 14-19); plain InfoNCE (Eq. 0) during warm-up (Section 7.2)."""
+    h_v = model.encode_image(pixels).h
+    h_t = model.encode_text(input_ids, attention_mask).h
+    if cfg.warmup_infonce and not use_split:
+        loss = infonce(h_v, h_t, cfg.tau)
+        return loss, {"total": float(loss.detach()), "warmup_infonce": float(loss.detach())}
+    return srem_loss(h_v, h_t, clean_prob, cfg)
 
 
 def disncl_objective(
@@ -78,11 +107,21 @@ def batch_objective(
     attention_mask: Tensor,
     clean_prob: Tensor,
     cfg: DisNCLLossConfig,
+    srem_cfg: SREMLossConfig,
+    use_split: bool,
 ) -> tuple[Tensor, dict[str, float]]:
+    """Dispatch one batch to ``method``'s objective; ``cfg.tau`` serves infonce and ncr, ``srem_cfg`` srem.
+
+    ``use_split`` is False during the trainer's warm-up epochs (``clean_prob`` is then all ones).
+    """
     if method == "infonce":
         return infonce_objective(model, pixels, input_ids, attention_mask, cfg.tau)
     if method == "disncl":
         return disncl_objective(model, pixels, input_ids, attention_mask, clean_prob, cfg)
-    raise ValueError(f"unknown method {method!r}; choose infonce or disncl")
+    if method == "ncr":
+        return ncr_objective(model, pixels, input_ids, attention_mask, clean_prob, cfg.tau)
+    if method == "srem":
+        return srem_objective(model, pixels, input_ids, attention_mask, clean_prob, srem_cfg, use_split)
+    raise ValueError(f"unknown method {method!r}; choose infonce, disncl, ncr or srem")
 
 
