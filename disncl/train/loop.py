@@ -182,7 +182,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
     else:
         model, tokenizer = build_model(cfg.model, train_ds.captions)
         model.to(device)
-        optimizer, scheduler = opt_factory(model), None
+        optimizer = opt_factory(model)
         scheduler = sched_factory(optimizer)
         state = TrainState(0, 0, -math.inf, -1, np.ones(len(pairs.caption), dtype=np.float32))
         run.root.mkdir(parents=True, exist_ok=True)
