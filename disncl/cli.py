@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from disncl.data.synth import main as synth_main
 
         return synth_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from disncl.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     if argv and argv[0] == "index":
         from disncl.serve.index_cli import main as index_main
 

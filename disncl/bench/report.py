@@ -1,0 +1,367 @@
+"""Turn a bench directory's results into markdown tables, verdicts and PNG plots.
+
+Everything here reads ``result.json`` files (see worker.py) and writes files; no training happens.
+Means are over seeds; "±" is the sample standard deviation over seeds (shown when there are ≥ 2).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from disncl.bench.presets import ABLATION_LABELS, METHODS, Preset  # noqa: E402
+from disncl.bench.worker import CODES_FILE  # noqa: E402
+from disncl.io import atomic_write, atomic_write_text  # noqa: E402
+
+LABELS = {"infonce": "InfoNCE", "ncr": "NCR-style", "srem": "SREM", "disncl": "DisNCL"}
+COLOURS = {"infonce": "tab:gray", "ncr": "tab:blue", "srem": "tab:green", "disncl": "tab:red"}
+CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
+Result = dict[str, Any]
+
+
+def rsum(r: Result, space: str = "best") -> float:
+    """Test rSum in ``space``; ``best`` is the method's own space (MII for DisNCL, full otherwise)."""
+    retrieval = r["evaluation"]["retrieval"]
+    if space == "best":
+        space = r["config"]["train"]["select_on"] if r["config"]["train"]["select_on"] != "auto" else (
+            "mii" if "mii" in retrieval else "full")
+    return float(retrieval[space]["rsum"]) if space in retrieval else float("nan")
+
+
+def recall1(r: Result, direction: str, space: str = "best") -> float:
+    retrieval = r["evaluation"]["retrieval"]
+    if space == "best":
+        space = "mii" if "mii" in retrieval else "full"
+    return float(retrieval[space][f"{direction}_r1"])
+
+
+def auroc(r: Result) -> float:
+    detection = r["evaluation"].get("detection")
+    return float(detection["gmm"]["auroc"]) if detection else float("nan")
+
+
+def stat(values: Iterable[float], digits: int = 1) -> str:
+    """``mean ± std`` over seeds (``mean`` alone for one value, ``—`` for none or NaN)."""
+    v = np.array([x for x in values if x == x], dtype=float)
+    if len(v) == 0:
+        return "—"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def _select(results: list[Result], **spec: Any) -> list[Result]:
+    return [r for r in results if all(r["spec"].get(k) == v for k, v in spec.items())]
+
+
+def _mean(values: Iterable[float]) -> float:
+    v = [x for x in values if x == x]
+    return float(np.mean(v)) if v else float("nan")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Report:
+    """The tables, verdicts and plots of one bench directory."""
+
+    def __init__(self, preset: Preset, results: list[Result]) -> None:
+        self.preset = preset
+        self.results = results
+        self.methods = [m for m in METHODS if m in preset.methods]
+
+    def cell(self, method: str, kind: str, rate: float, ablation: str = "", confound: float = 0.0) -> list[Result]:
+        return _select(self.results, method=method, noise_kind=kind, noise_rate=rate, ablation=ablation,
+                       confound=confound)
+
+    def focus(self, method: str, ablation: str = "") -> list[Result]:
+        return self.cell(method, "image", self.preset.focus_rate, ablation)
+
+    # ------------------------------------------------------------------------------------ tables
+    def grid_table(self, kind: str, metric: Callable[[Result], float], digits: int = 1) -> str:
+        rates = self.preset.noise_rates
+        rows = []
+        for method in self.methods:
+            spaces = ("mii", "full") if method == "disncl" else ("full",)
+            for space in spaces:
+                label = LABELS[method] + (f" ({space.upper() if space == 'mii' else space})" if method == "disncl"
+                                          else "")
+                row = [label]
+                for rate in rates:
+                    row.append(stat((metric(r, space) for r in self.cell(method, kind, rate)), digits))
+                rows.append(row)
+        return _table(["method"] + [f"{rate:.0%} noise" for rate in rates], rows)
+
+    def auroc_table(self, kind: str) -> str:
+        rates = [r for r in self.preset.noise_rates if r > 0]
+        rows = [[LABELS[m]] + [stat((auroc(r) for r in self.cell(m, kind, rate)), 3) for rate in rates]
+                for m in self.methods]
+        return _table(["method"] + [f"{rate:.0%} noise" for rate in rates], rows)
+
+    def focus_table(self) -> str:
+        rows = []
+        for method in self.methods:
+            rs = self.focus(method)
+            rows.append([
+                LABELS[method], str(len(rs)), stat(rsum(r) for r in rs), stat(rsum(r, "full") for r in rs),
+                stat(recall1(r, "i2t") for r in rs), stat(recall1(r, "t2i") for r in rs),
+                stat((auroc(r) for r in rs), 3),
+                stat(r["training"]["train_seconds_per_epoch"] for r in rs),
+                stat(r["training"]["epoch_seconds"] for r in rs),
+                stat((r["peak_rss_mb"] for r in rs), 0),
+            ])
+        return _table(["method", "seeds", "rSum (own space)", "rSum (full)", "R@1 i→t", "R@1 t→i", "noise AUROC",
+                       "train s/epoch", "s/epoch incl. scoring+val", "peak RSS MB"], rows)
+
+    def ablation_table(self) -> str:
+        rows = []
+        for ablation in ("", *self.preset.ablations):
+            rs = self.focus("disncl", ablation)
+            label = "DisNCL (all terms)" if not ablation else ABLATION_LABELS[ablation]
+            rows.append([label, str(len(rs)), stat(rsum(r, "mii") for r in rs), stat(rsum(r, "full") for r in rs),
+                         stat((auroc(r) for r in rs), 3)])
+        return _table(["DisNCL variant", "seeds", "rSum MII", "rSum full", "noise AUROC"], rows)
+
+    def confound_table(self) -> str:
+        rows = []
+        for method in Preset.disncl_first(self.preset.confound_methods):
+            for space in (("mii", "full") if method == "disncl" else ("full",)):
+                row = [LABELS[method] + (f" ({space})" if method == "disncl" else "")]
+                for rho in self.preset.confounds:
+                    rs = _select(self.results, method=method, noise_kind="image", noise_rate=self.preset.focus_rate,
+                                 ablation="", confound=rho, seed=0)
+                    row.append(f"{stat(rsum(r, space) for r in rs)} / {stat((auroc(r) for r in rs), 3)}")
+                rows.append(row)
+        return _table(["method"] + [f"ρ = {rho:g} (rSum / AUROC)" for rho in self.preset.confounds], rows)
+
+    def probe_table(self) -> str:
+        rs = self.focus("disncl")
+        base = self.focus("infonce")
+        rows = []
+        for modality, name in (("img", "image"), ("txt", "caption")):
+            factors = list(rs[0]["probes"][f"{modality}_z"]) if rs else []
+            for code in ("z", "u", "h"):
+                row = [f"{name} {CODE_LABELS[code]} (DisNCL)"]
+                for factor in factors:
+                    row.append(stat((r["probes"][f"{modality}_{code}"][factor]["accuracy"] for r in rs), 2))
+                rows.append(row)
+            if base:
+                rows.append([f"{name} full feature (InfoNCE)"] + [
+                    stat((r["probes"][f"{modality}_h"][f]["accuracy"] for r in base), 2) for f in factors])
+            if rs:
+                rows.append([f"{name}: chance (majority class)"] + [
+                    stat((r["probes"][f"{modality}_z"][f]["chance"] for r in rs), 2) for f in factors])
+        header = ["code → factor (accuracy)", "shared: shape", "shared: colour", "exclusive 1", "exclusive 2"]
+        return _table(header, rows)
+
+    def mi_table(self) -> str:
+        rs = self.focus("disncl")
+        rows = [[name, stat((r["mi"][m]["mi"] for r in rs), 2), stat((r["mi"][m]["mi_shuffled"] for r in rs), 2)]
+                for m, name in (("img", "image"), ("txt", "caption"))]
+        return _table(["modality", "I(MII; MEI) nats", "same, MEI rows shuffled (estimator floor)"], rows)
+
+    # ----------------------------------------------------------------------------------- verdicts
+    def verdicts(self) -> list[str]:
+        """Claims checked against this run's numbers, stated whichever way they come out."""
+        out = []
+        f = self.preset.focus_rate
+        dis = [rsum(r) for r in self.focus("disncl")]
+        baselines = {m: [rsum(r) for r in self.focus(m)] for m in self.methods if m != "disncl"}
+        if dis and baselines:
+            best = max(baselines, key=lambda m: _mean(baselines[m]))
+            gap = _mean(dis) - _mean(baselines[best])
+            spread = max(np.std(dis, ddof=1) if len(dis) > 1 else 0.0,
+                         np.std(baselines[best], ddof=1) if len(baselines[best]) > 1 else 0.0)
+            lead = "leads" if gap > spread else ("trails" if gap < -spread else "ties (within seed spread)")
+            out.append(f"At {f:.0%} per-image noise DisNCL {lead}: rSum {_mean(dis):.1f} vs the best baseline "
+                       f"({LABELS[best]}) {_mean(baselines[best]):.1f}, difference {gap:+.1f}, "
+                       f"seed spread {spread:.1f}.")
+        for rate in self.preset.noise_rates:
+            cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
+            if all(v == v for v in cells.values()):
+                winner = max(cells, key=cells.get)
+                out.append(f"{rate:.0%} noise: highest rSum {LABELS[winner]} ({cells[winner]:.1f}); " + ", ".join(
+                    f"{LABELS[m]} {v:.1f}" for m, v in cells.items() if m != winner) + ".")
+        mii, full = [rsum(r, "mii") for r in self.focus("disncl")], [rsum(r, "full") for r in self.focus("disncl")]
+        if mii:
+            diff = np.array(mii) - np.array(full)
+            out.append(f"MII-only vs full-feature similarity (DisNCL, {f:.0%} noise): {_mean(mii):.1f} vs "
+                       f"{_mean(full):.1f}, paired difference {stat(diff)} (the paper's claim is MII > full).")
+        full_d = _mean(rsum(r) for r in self.focus("disncl"))
+        for ablation in self.preset.ablations:
+            rs = self.focus("disncl", ablation)
+            if rs:
+                out.append(f"Ablation '{ABLATION_LABELS[ablation]}': rSum {_mean(rsum(r) for r in rs):.1f} "
+                           f"({_mean(rsum(r) for r in rs) - full_d:+.1f} vs all terms).")
+        rs = self.focus("disncl")
+        if rs and "img_u" in rs[0]["probes"]:
+            for modality, excl in (("img", "background"), ("txt", "template")):
+                z = _mean(r["probes"][f"{modality}_z"][excl]["accuracy"] for r in rs)
+                u = _mean(r["probes"][f"{modality}_u"][excl]["accuracy"] for r in rs)
+                zs = _mean(r["probes"][f"{modality}_z"]["colour0"]["accuracy"] for r in rs)
+                us = _mean(r["probes"][f"{modality}_u"]["colour0"]["accuracy"] for r in rs)
+                out.append(f"Disentanglement ({'image' if modality == 'img' else 'caption'}): exclusive factor "
+                           f"'{excl}' from MII {z:.2f} vs from MEI {u:.2f}; shared factor 'colour' from MII {zs:.2f} "
+                           f"vs from MEI {us:.2f} (disentangled would be: MEI ≫ MII on the first, MII ≫ MEI on the "
+                           "second).")
+        return out
+
+    # -------------------------------------------------------------------------------------- plots
+    def plots(self, folder: Path) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = [self._plot_vs_noise(folder / "rsum_vs_noise.png", "rSum", lambda r, s: rsum(r, s)),
+                   self._plot_recall1(folder / "r1_vs_noise.png"),
+                   self._plot_vs_noise(folder / "auroc_vs_noise.png", "noise-detection AUROC (GMM)",
+                                       lambda r, s: auroc(r), spaces_for_disncl=("mii",), skip_zero=True),
+                   self._plot_cost(folder / "cost.png")]
+        tsne = self._plot_tsne(folder / "tsne_mii_mei.png")
+        return written + ([tsne] if tsne else [])
+
+    def _plot_vs_noise(self, path: Path, ylabel: str, metric, spaces_for_disncl=("mii", "full"),
+                       skip_zero: bool = False) -> Path:
+        fig, axes = plt.subplots(1, len(self.preset.noise_kinds), figsize=(5.5 * len(self.preset.noise_kinds), 4),
+                                 squeeze=False)
+        for ax, kind in zip(axes[0], self.preset.noise_kinds, strict=True):
+            rates = [r for r in self.preset.noise_rates if r > 0 or not skip_zero]
+            for method in self.methods:
+                for space in (spaces_for_disncl if method == "disncl" else ("full",)):
+                    ys = [_mean(metric(r, space) for r in self.cell(method, kind, rate)) for rate in rates]
+                    label = LABELS[method] + (f" ({space})" if method == "disncl" and len(spaces_for_disncl) > 1
+                                              else "")
+                    ax.plot(rates, ys, marker="o", color=COLOURS[method], ls="--" if space == "full" and
+                            method == "disncl" else "-", label=label)
+            ax.set(xlabel=f"noise rate ({kind} convention)", ylabel=ylabel, title=f"{ylabel} vs noise ({kind})")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        return _save(fig, path)
+
+    def _plot_recall1(self, path: Path) -> Path:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        rates = self.preset.noise_rates
+        for ax, direction in zip(axes, ("i2t", "t2i"), strict=True):
+            for method in self.methods:
+                for space in (("mii", "full") if method == "disncl" else ("full",)):
+                    ys = [_mean(recall1(r, direction, space) for r in self.cell(method, "image", rate))
+                          for rate in rates]
+                    ax.plot(rates, ys, marker="o", color=COLOURS[method],
+                            ls="--" if method == "disncl" and space == "full" else "-",
+                            label=LABELS[method] + (f" ({space})" if method == "disncl" else ""))
+            ax.set(xlabel="noise rate (image convention)", ylabel="R@1 (%)",
+                   title="image → text R@1" if direction == "i2t" else "text → image R@1")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        return _save(fig, path)
+
+    def _plot_cost(self, path: Path) -> Path:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        names = [LABELS[m] for m in self.methods]
+        secs = [_mean(r["training"]["train_seconds_per_epoch"] for r in self.focus(m)) for m in self.methods]
+        mem = [_mean(r["peak_rss_mb"] for r in self.focus(m)) for m in self.methods]
+        axes[0].bar(names, secs, color=[COLOURS[m] for m in self.methods])
+        axes[0].set(ylabel="seconds", title="training time per epoch")
+        axes[1].bar(names, mem, color=[COLOURS[m] for m in self.methods])
+        axes[1].set(ylabel="MB", title="peak resident memory (whole process)")
+        return _save(fig, path)
+
+    def _plot_tsne(self, path: Path) -> Path | None:
+        from sklearn.manifold import TSNE
+
+        rs = [r for r in self.focus("disncl") if r["spec"]["seed"] == self.preset.focus_seeds[0]]
+        if not rs or not (Path(rs[0]["run_dir"]) / CODES_FILE).is_file():
+            return None
+        with np.load(Path(rs[0]["run_dir"]) / CODES_FILE) as codes:
+            data = {k: codes[k] for k in codes.files}
+        fig, axes = plt.subplots(2, 2, figsize=(9, 8))
+        for row, (code, title) in enumerate((("img_z", "image MII"), ("img_u", "image MEI"))):
+            xy = TSNE(n_components=2, init="pca", random_state=0, perplexity=30).fit_transform(data[code])
+            for col, (factor, kind) in enumerate((("label_colour0", "shared: colour"),
+                                                  ("label_background", "exclusive: background"))):
+                ax = axes[row, col]
+                ax.scatter(xy[:, 0], xy[:, 1], c=data[factor], cmap="tab10", s=8)
+                ax.set(title=f"{title}, coloured by {kind}", xticks=[], yticks=[])
+        fig.suptitle("t-SNE of DisNCL codes on the test images")
+        return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_report(preset: Preset, results: list[Result], report: Path, plots: Path, command: str,
+                 run_summary: dict[str, Any] | None) -> Path:
+    """Write the markdown report (and its plots) for ``results``; returns the report path."""
+    rep = Report(preset, results)
+    images = rep.plots(plots)
+    rel = {p.name: os.path.relpath(p, report.parent) for p in images}
+    versions = results[0]["versions"] if results else {}
+    groups: dict[str, int] = defaultdict(int)
+    for r in results:
+        for g in r["groups"]:
+            groups[g] += 1
+    lines = [
+        f"# Benchmark: preset `{preset.name}`",
+        "",
+        f"Generated by `{command}`. {preset.description}.",
+        "",
+        "Synthetic benchmark (`python -m disncl synth`, generator seed 0): "
+        f"{preset.data.n_train} training images × 5 captions, {preset.data.n_val} validation and "
+        f"{preset.data.n_test} clean test images, {preset.data.image_size}×{preset.data.image_size} px. "
+        "Every run uses the same data, model size and schedule; the seed sets both the model initialisation and "
+        "the noise draw. Test numbers come from the best-validation checkpoint. rSum is the sum of R@1/5/10 both "
+        "ways (max 600); noise AUROC is how well the per-epoch GMM clean probability ranks the true clean pairs.",
+        "",
+        f"Runs: {len(results)} ({', '.join(f'{g}: {n}' for g, n in groups.items())}).",
+    ]
+    if run_summary:
+        lines.append(f"Wall time of the last `bench` invocation: {run_summary['seconds'] / 60:.1f} min, "
+                     f"{run_summary['jobs']} runs at a time with {run_summary['threads_per_job']} thread(s) each "
+                     f"({run_summary['ran_now']} runs computed, failures: {len(run_summary['failed'])}).")
+    lines += ["", "## Verdicts", ""] + [f"- {v}" for v in rep.verdicts()]
+    lines += ["", "## Test rSum vs noise rate", ""]
+    for kind in preset.noise_kinds:
+        lines += [f"{kind} convention (per-{kind} noise):", "", rep.grid_table(kind, rsum), ""]
+    lines += [f"![rSum vs noise]({rel['rsum_vs_noise.png']})", "", f"![R@1 vs noise]({rel['r1_vs_noise.png']})", ""]
+    lines += ["## Noise-detection AUROC (GMM clean probability vs ground truth)", ""]
+    for kind in preset.noise_kinds:
+        lines += [f"{kind} convention:", "", rep.auroc_table(kind), ""]
+    lines += [f"![AUROC vs noise]({rel['auroc_vs_noise.png']})", ""]
+    lines += [f"## {preset.focus_rate:.0%} per-image noise over seeds {list(preset.focus_seeds)}: accuracy and cost",
+              "", rep.focus_table(), "", f"![cost]({rel['cost.png']})", ""]
+    if preset.ablations:
+        lines += [f"## DisNCL ablations ({preset.focus_rate:.0%} per-image noise)", "", rep.ablation_table(), ""]
+    if preset.confound_methods and len(preset.confounds) > 1:
+        lines += ["## The exclusive-information confound ρ", "",
+                  "ρ: probability that a training caption's filler phrase is tied to its image's background "
+                  f"(independent at test time); {preset.focus_rate:.0%} per-image noise, seed 0.", "",
+                  rep.confound_table(), ""]
+    lines += ["## Disentanglement, measured", "",
+              "Linear probes (logistic regression, half the test items to fit, half to score) from each code to "
+              "the benchmark's known factors. Shared factors (object shape, colour) are in both modalities; "
+              "exclusive ones are image-only (background, texture) or caption-only (template, filler). Mean over "
+              "the DisNCL focus seeds.", "", rep.probe_table(), "",
+              "Image exclusive columns: background, texture; caption exclusive columns: template, filler.", "",
+              "Mutual information between MII and MEI codes (joint-Gaussian estimate on 8 principal components "
+              "each; docs/method.md §8):", "", rep.mi_table(), ""]
+    if "tsne_mii_mei.png" in rel:
+        lines += [f"![t-SNE]({rel['tsne_mii_mei.png']})", ""]
+    lines += ["## Reproduce", "", "```", command, "```", "",
+              "Configuration shared by every run (plus per run: method, noise kind/rate/seed, ablation switch):", "",
+              "```", *preset.base, "```", "", "Package versions:", "",
+              _table(["package", "version"], [[k, v] for k, v in versions.items()]), ""]
+    atomic_write_text(report, "\n".join(lines))
+    return report

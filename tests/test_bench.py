@@ -1,0 +1,112 @@
+"""The benchmark: presets expand to valid configs, probes/MI measure what they claim, and
+``python -m disncl bench --smoke`` runs end to end (data, runs, report, plots, resume)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from disncl.bench.presets import ABLATIONS, PRESETS, RunSpec
+from disncl.bench.report import stat
+from disncl.cli import main
+from disncl.config import load_config
+from disncl.eval.probes import gaussian_mi, mi_with_baseline, probe_accuracy
+
+
+def test_quick_preset_covers_the_issue_grid():
+    preset = PRESETS["quick"]
+    runs = preset.runs()
+    specs = list(runs)
+    assert len({s.name for s in specs}) == len(specs), "run names must be unique (they are folder names)"
+    grid = [s for s, g in runs.items() if "grid" in g]
+    assert {(s.method, s.noise_rate) for s in grid} == {
+        (m, r) for m in ("infonce", "ncr", "srem", "disncl") for r in (0.0, 0.2, 0.4, 0.6)}
+    seeds = {s.method: set() for s in specs}
+    for s, g in runs.items():
+        if "seeds" in g:
+            seeds[s.method].add(s.seed)
+    assert all(len(v) >= 3 for v in seeds.values()), "variance needs >= 3 seeds per method at the focus cell"
+    assert {s.ablation for s, g in runs.items() if "ablation" in g} == set(ABLATIONS)
+    # The DisNCL focus run at seed 0 serves the grid, the seeds and the confound groups: run once.
+    shared = RunSpec("disncl", "image", 0.4, 0)
+    assert set(runs[shared]) >= {"grid", "seeds", "confound"}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_run_of_every_preset_is_a_valid_config(name):
+    preset = PRESETS[name]
+    for spec in preset.runs():
+        cfg = load_config(None, spec.overrides(preset, "data/x"))
+        assert cfg.train.method == spec.method
+        assert cfg.data.noise_rate == spec.noise_rate and cfg.data.noise_seed == spec.seed == cfg.train.seed
+        if spec.ablation == "no_soft_targets":
+            assert cfg.loss.soft_targets is False
+        if spec.ablation == "full_similarity":
+            assert cfg.selection_space() == "full"
+
+
+def test_probe_finds_a_linearly_coded_factor_and_not_an_absent_one():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=600)
+    coded = np.eye(4)[labels] * 3 + rng.normal(size=(600, 4))
+    coded = np.hstack([coded, rng.normal(size=(600, 8))])
+    present = probe_accuracy(coded, labels)
+    absent = probe_accuracy(rng.normal(size=(600, 12)), labels)
+    assert present["accuracy"] > 0.9
+    assert abs(absent["accuracy"] - 0.25) < 0.08 and absent["chance"] < 0.35
+    assert present["n_held_out"] == 300 and present["n_classes"] == 4
+
+
+def test_probe_drops_rows_where_the_factor_does_not_exist():
+    codes = np.arange(20, dtype=float)[:, None]
+    labels = np.array([-1] * 10 + [0, 1] * 5)
+    assert probe_accuracy(codes, labels)["n_held_out"] == 5
+    with pytest.raises(ValueError, match="N == len"):
+        probe_accuracy(codes, labels[:-1])
+
+
+def test_gaussian_mi_matches_the_closed_form():
+    rng = np.random.default_rng(1)
+    n, rho = 20000, 0.8
+    a = rng.normal(size=(n, 1))
+    b = rho * a + np.sqrt(1 - rho**2) * rng.normal(size=(n, 1))
+    assert gaussian_mi(a, b, components=1) == pytest.approx(-0.5 * np.log(1 - rho**2), abs=0.02)
+    floor = mi_with_baseline(rng.normal(size=(2000, 16)), rng.normal(size=(2000, 16)))
+    assert floor["mi"] < 0.05 and floor["mi_shuffled"] < 0.05
+
+
+def test_stat_formats_mean_and_seed_spread():
+    assert stat([1.0, 3.0]) == "2.0 ± 1.4"
+    assert stat([2.0]) == "2.0"
+    assert stat([]) == "—" and stat([float("nan")]) == "—"
+
+
+def test_bench_smoke_end_to_end_and_resume(tmp_path: Path, capsys):
+    out = tmp_path / "bench"
+    report = tmp_path / "BENCH.md"
+    assert main(["bench", "--smoke", "--out", str(out), "--report", str(report), "--plots",
+                 str(tmp_path / "plots"), "--no-progress"]) == 0
+    text = report.read_text(encoding="utf-8")
+    for section in ("## Verdicts", "## Test rSum vs noise rate", "## Noise-detection AUROC", "## DisNCL ablations",
+                    "## Disentanglement, measured", "## Reproduce", "torch"):
+        assert section in text
+    for png in ("rsum_vs_noise.png", "r1_vs_noise.png", "auroc_vs_noise.png", "cost.png", "tsne_mii_mei.png"):
+        assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"plots/{png}" in text
+    results = sorted(out.glob("runs/*/result.json"))
+    assert len(results) == len(PRESETS["smoke"].runs())
+    r = json.loads(next(p for p in results if p.parent.name.startswith("disncl_image0.4")).read_text())
+    assert set(r["evaluation"]["retrieval"]) == {"mii", "full"}
+    assert 0.0 <= r["evaluation"]["detection"]["gmm"]["auroc"] <= 1.0
+    assert r["peak_rss_mb"] > 50 and r["training"]["epochs"] == 2
+    assert {"img_z", "img_u", "img_h", "txt_z", "txt_u", "txt_h"} <= set(r["probes"])
+
+    # Re-running skips every finished run; the report is rebuilt from the same results.
+    mtimes = {p: p.stat().st_mtime_ns for p in results}
+    assert main(["bench", "--smoke", "--out", str(out), "--report", str(report), "--no-progress"]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    summary = json.loads((out / "bench_run.json").read_text())
+    assert summary["ran_now"] == 0 and summary["failed"] == {}
