@@ -86,6 +86,7 @@ class Preset:
     focus_rate: float = 0.4
     focus_seeds: tuple[int, ...] = (0, 1, 2)
     ablations: tuple[str, ...] = tuple(ABLATIONS)
+    ablation_seeds: tuple[int, ...] = (0, 1, 2)
     confounds: tuple[float, ...] = (0.0, 0.9)
     confound_methods: tuple[str, ...] = ("infonce", "ncr", "disncl")
     jobs: int = 2
@@ -111,7 +112,7 @@ class Preset:
             for seed in self.focus_seeds:
                 add(RunSpec(method, "image", self.focus_rate, seed), "seeds")
         for ablation in self.ablations:
-            for seed in self.focus_seeds:
+            for seed in self.ablation_seeds:
                 add(RunSpec("disncl", "image", self.focus_rate, seed, ablation=ablation), "ablation")
         for method in self.disncl_first(self.confound_methods):
             for rho in self.confounds:
@@ -128,12 +129,6 @@ _TINY_MODEL = (
     "model.vision_width=64", "model.vision_layers=2", "model.vision_heads=4",
     "model.text_width=64", "model.text_layers=2", "model.text_heads=4",
     "model.embed_dim=64", "model.mii_dim=32", "model.mei_dim=32", "model.head_hidden=128",
-)
-_QUICK_MODEL = (
-    "model.image_size=32", "model.patch_size=4",
-    "model.vision_width=96", "model.vision_layers=3", "model.vision_heads=4",
-    "model.text_width=96", "model.text_layers=2", "model.text_heads=4",
-    "model.embed_dim=96", "model.mii_dim=48", "model.mei_dim=48", "model.head_hidden=192",
 )
 _FULL_MODEL = (
     "model.image_size=64", "model.patch_size=8",
@@ -152,6 +147,7 @@ PRESETS: dict[str, Preset] = {
         noise_rates=(0.4,),
         focus_seeds=(0,),
         ablations=("no_soft_targets",),
+        ablation_seeds=(0,),
         confounds=(0.0,),
         confound_methods=(),
     ),
@@ -159,9 +155,10 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         description="a 2-core CPU in under 15 minutes: small data and model, short schedule",
         data=DataSpec(n_train=600, n_val=150, n_test=250, image_size=32),
-        base=(*_QUICK_MODEL, "train.epochs=8", "train.warmup_epochs=3", "train.batch_size=128",
+        base=(*_TINY_MODEL, "train.epochs=8", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=40", "train.device=cpu"),
         focus_seeds=(0, 1, 2),
+        ablation_seeds=(0,),
         confounds=(0.0, 0.9),
     ),
     "full": Preset(
