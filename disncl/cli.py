@@ -21,6 +21,8 @@ def _train(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.strict:
+        overrides.append("data.strict=true")
     config_path = args.config
     if args.resume and config_path is None:
         out = next((o.split("=", 1)[1] for o in overrides if o.startswith("train.out=")), None)
@@ -29,7 +31,8 @@ def _train(args: argparse.Namespace) -> int:
         config_path = str(RunDir(out).config)
     cfg = load_config(config_path, overrides)
     run = train(cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch)
-    print(f"run written to {run}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every process gets here; one line is enough
+        print(f"run written to {run}")
     return 0
 
 
@@ -47,10 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("synth", help="generate the synthetic benchmark (see `synth --help`)", add_help=False)
+    sub.add_parser("bench", help="run the methods side by side and write a report (see `bench --help`)",
+                   add_help=False)
     sub.add_parser("index", help="encode images/captions with an exported bundle into a FAISS gallery "
                    "(see `index --help`)", add_help=False)
+    sub.add_parser("shards", help="pack a dataset folder's split into WebDataset-style tar shards "
+                   "(see `shards --help`)", add_help=False)
 
-    t = sub.add_parser("train", help="train a model (DisNCL, InfoNCE, NCR-style or SREM)")
+    t = sub.add_parser("train", help="train a model (DisNCL, InfoNCE, NCR-style or SREM)",
+                       description="Train a model. Under `torchrun --nproc_per_node N -m disncl train ...` the N "
+                       "processes train together (DDP; train.batch_size is the global batch).")
     t.add_argument("--config", help="YAML config (e.g. configs/quick.yaml)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any config value")
     t.add_argument("--data", help="dataset folder (data.root)")
@@ -63,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--noise-file", help="existing noise index .npy (either convention)")
     t.add_argument("--backbone", help="local folder of a CLIP checkpoint (from_pretrained)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--strict", action="store_true",
+                   help="fail on unusable rows or images (missing, corrupt, empty caption, ...) instead of "
+                        "skipping them with a report")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--stop-after-epoch", type=int, metavar="N",
                    help="checkpoint and stop once N epochs are done (continue later with --resume)")
@@ -95,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         from disncl.serve.index_cli import main as index_main
 
         return index_main(argv[1:])
+    if argv and argv[0] == "shards":
+        from disncl.data.shard_writer import main as shards_main
+
+        return shards_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

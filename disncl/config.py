@@ -25,14 +25,25 @@ from disncl.train.noise_split import SplitConfig
 class DataConfig:
     """Where the data is and how noise is injected into the training split.
 
-    Either ``root`` (a folder with ``{split}.csv|tsv|jsonl``, e.g. the synthetic benchmark) or
-    ``karpathy_json`` + ``images_root`` (Flickr30K / MS-COCO). ``noise_file`` (an existing
+    Either ``root`` (a folder with ``{split}.csv|tsv|jsonl``, e.g. the synthetic benchmark),
+    ``karpathy_json`` + ``images_root`` (Flickr30K / MS-COCO), or ``shards``: WebDataset-style tar
+    shards streamed without decoding the split into memory, a pattern where ``{split}`` stands for
+    the split's name (``data/shards/{split}-*.tar``, ``data/shards/{split}-{00000..00009}.tar`` or a
+    folder ``data/shards/{split}``; see :mod:`disncl.data.shards`). ``noise_file`` (an existing
     ``.npy`` index of either convention) overrides ``noise_kind``/``noise_rate``.
+
+    ``precomp_root``: a SCAN "precomp" folder (``{split}_ims.npy`` region features +
+    ``{split}_caps.txt``; see :mod:`disncl.data.precomp`), for ``model.arch: precomp``. Its
+    validation split keeps only the first ``precomp_val_images`` images (1,000 as in NCR/SCAN;
+    0 keeps all).
     """
 
     root: str = ""
     karpathy_json: str = ""
     images_root: str = ""
+    shards: str = ""
+    precomp_root: str = ""
+    precomp_val_images: int = 1000
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -40,6 +51,8 @@ class DataConfig:
     noise_rate: float = 0.0
     noise_seed: int = 0
     noise_file: str = ""
+    # Unusable rows and images are skipped and reported; strict refuses the data instead.
+    strict: bool = False
 
 
 @dataclass
@@ -140,6 +153,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected text, got {value!r}; quote the value (e.g. key='{{split}}.tar')")
         return "" if value is None else str(value)
     return value
 
@@ -167,7 +182,11 @@ def parse_override(text: str) -> dict[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        # Paths and patterns such as "{split}-*.tar" are not YAML; take them as written.
+        value = raw
     node: dict[str, Any] = {}
     cur = node
     parts = key.strip().split(".")

@@ -51,3 +51,10 @@ def test_selection_space_follows_method() -> None:
 def test_trained_spaces_follow_method() -> None:
     assert load_config(None, ["train.method=disncl"]).trained_spaces() == ("mii", "full")
     assert load_config(None, ["train.method=infonce"]).trained_spaces() == ("full",)
+
+
+def test_override_values_that_are_not_yaml_are_taken_as_written():
+    assert load_config(None, ["data.shards=data/{split}-*.tar"]).data.shards == "data/{split}-*.tar"
+    assert load_config(None, ["data.shards='{split}.tar'"]).data.shards == "{split}.tar"
+    with pytest.raises(ConfigError, match="quote the value"):
+        load_config(None, ["data.shards={split}"])

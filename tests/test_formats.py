@@ -175,7 +175,9 @@ def test_empty_file_unknown_suffix_and_missing_file(tmp_path: Path) -> None:
 def test_non_utf8_file(tmp_path: Path) -> None:
     path = tmp_path / "latin.csv"
     path.write_bytes("image,caption\na.png,caf\xe9\n".encode("latin-1"))
-    with pytest.raises(CaptionFileError, match="latin.csv: not UTF-8"):
+    with pytest.raises(
+        CaptionFileError, match=r"latin.csv, line 2: field 'caption' is not valid UTF-8 \(byte 0xe9 after 'caf'\)"
+    ):
         load_captions_file(path)
 
 
@@ -255,7 +257,7 @@ def test_karpathy_errors_name_the_file(tmp_path: Path) -> None:
     data["images"][1]["sentences"][0]["raw"] = "  "
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(
-        CaptionFileError, match=r"dataset_coco.json: images\[1\] \(val2014/v1.jpg\) sentences\[0\]"
+        CaptionFileError, match=r"dataset_coco.json, images\[1\] \(val2014/v1.jpg\) sentences\[0\]: empty 'raw'"
     ):
         load_karpathy(path, tmp_path, "val")
     path.write_text('{"annotations": []}', encoding="utf-8")

@@ -7,11 +7,14 @@ centre-crop ``size × size``. Turning pixels into normalised float tensors is th
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import re
 import struct
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -28,25 +31,51 @@ _CHUNK = 64
 _MAX_LISTED_FAILURES = 10
 
 # PIL signals broken files with a spread of exception types depending on the format plugin.
-_PIL_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+_PIL_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error)
+# Images with more pixels are refused from their header, before any pixel is decoded. This is PIL's
+# own decompression-bomb warning threshold (about 9459 x 9459): far above any photo a retrieval
+# model needs, and small enough that decoding one cannot exhaust memory (about 270 MB as RGB).
+MAX_PIXELS = 89_478_485
+
+# ImageDecodeError.kind values.
+MISSING, TOO_LARGE, UNDECODABLE = "missing", "too_large", "undecodable"
 
 
 class ImageDecodeError(ValueError):
-    """One or more image files are missing, corrupt, truncated or in an unsupported format.
+    """One or more image files are missing, corrupt, truncated, too large or in an unsupported format.
 
-    ``paths`` lists every file that failed.
+    ``paths`` lists every file that failed; ``kind`` says why for a single file (``MISSING``,
+    ``TOO_LARGE`` or ``UNDECODABLE``).
     """
 
-    def __init__(self, message: str, paths: Sequence[str | os.PathLike[str]]) -> None:
+    def __init__(self, message: str, paths: Sequence[str | os.PathLike[str]], kind: str = UNDECODABLE) -> None:
         super().__init__(message)
         self.paths = [str(p) for p in paths]
+        self.kind = kind
 
 
-def _decode_error(path: str | os.PathLike[str], reason: str) -> ImageDecodeError:
-    return ImageDecodeError(
-        f"cannot decode image {path}: {reason}. Replace the file, or remove its rows from the captions file.",
-        [path],
+_FILE_ADVICE = "Replace the file, or remove its rows from the captions file."
+
+
+def _decode_error(
+    path: str | os.PathLike[str], reason: str, advice: str = _FILE_ADVICE, kind: str = UNDECODABLE
+) -> ImageDecodeError:
+    return ImageDecodeError(f"cannot decode image {path}: {reason}. {advice}", [path], kind)
+
+
+def _too_large(path: str | os.PathLike[str], pixels: str, advice: str) -> ImageDecodeError:
+    return _decode_error(
+        path,
+        f"{pixels}, over the limit of {MAX_PIXELS:,} pixels",
+        f"Downscale it (e.g. to 4096 pixels on the long side). {advice}",
+        TOO_LARGE,
     )
+
+
+def _bomb_pixels(err: Image.DecompressionBombError) -> str:
+    """The pixel count in PIL's decompression-bomb message, which is raised before the size is known."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    return f"{int(found.group(1)):,} pixels" if found else str(err)
 
 
 def _sixteen_bit_to_l(img: Image.Image) -> Image.Image:
@@ -94,15 +123,48 @@ def load_image(path: str | os.PathLike[str], size: int) -> np.ndarray:
     """
     _check_size(size)
     if not os.path.isfile(path):
-        raise _decode_error(path, "file not found")
+        raise _decode_error(path, "file not found", kind=MISSING)
+    return _decode(path, size, path, _FILE_ADVICE)
+
+
+def check_image(path: str | os.PathLike[str]) -> None:
+    """Raise the :class:`ImageDecodeError` that :func:`load_image` would, as cheaply as possible.
+
+    The whole file is still decoded (truncation only shows at the end of the data), but JPEGs at
+    their smallest DCT scale and everything to a single pixel.
+    """
+    load_image(path, 1)
+
+
+def decode_image_bytes(data: bytes, size: int, name: str, advice: str) -> np.ndarray:
+    """:func:`load_image` for an encoded image held in memory (e.g. a member of a tar shard).
+
+    ``name`` says where the bytes came from and ``advice`` what to do, both for the
+    :class:`ImageDecodeError` raised if they are not a decodable image.
+    """
+    _check_size(size)
+    return _decode(io.BytesIO(data), size, name, advice)
+
+
+def _decode(
+    source: str | os.PathLike[str] | BinaryIO, size: int, name: str | os.PathLike[str], advice: str
+) -> np.ndarray:
+    """Decode, convert to RGB, resize and crop; PIL failures become one :class:`ImageDecodeError`."""
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            # The header gives the size without decoding: refuse huge images before allocating them.
+            if img.width * img.height > MAX_PIXELS:
+                raise _too_large(name, f"{img.width}×{img.height} = {img.width * img.height:,} pixels", advice)
             img.draft(None, (size, size))
             # load() inside the try: PIL opens lazily, so truncation only shows up here.
             img.load()
             pixels = np.asarray(_resize_and_crop(_to_rgb(img), size), dtype=np.uint8)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise _too_large(name, _bomb_pixels(err), advice) from err
     except _PIL_DECODE_ERRORS as err:
-        raise _decode_error(path, f"{type(err).__name__}: {err}") from err
+        raise _decode_error(name, f"{type(err).__name__}: {err}", advice) from err
     return pixels
 
 

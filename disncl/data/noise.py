@@ -87,10 +87,8 @@ def per_image_noise(n_images: int, rate: float, seed: int) -> np.ndarray:
     return perm
 
 
-def _validate_index(
-    index: np.ndarray, kind: NoiseKind, n_images: int, n_captions: int, source: str
-) -> np.ndarray:
-    """``index`` as int64 if it is a valid noise index of ``kind``; else an error naming ``source``."""
+def _check_array(index: np.ndarray, source: str) -> None:
+    """Shape and dtype first: a 2-D or float array's length says nothing about which dataset it fits."""
     if index.ndim != 1:
         raise NoiseIndexError(f"{source}: expected a 1-D array, found shape {index.shape}")
     if not np.issubdtype(index.dtype, np.integer):
@@ -98,6 +96,13 @@ def _validate_index(
             f"{source}: expected integer image indices, found dtype {index.dtype}; "
             "save it with index.astype(np.int64)"
         )
+
+
+def _validate_index(
+    index: np.ndarray, kind: NoiseKind, n_images: int, n_captions: int, source: str
+) -> np.ndarray:
+    """``index`` as int64 if it is a valid noise index of ``kind``; else an error naming ``source``."""
+    _check_array(index, source)
     expected = n_captions if kind == "caption" else n_images
     if len(index) != expected:
         what = "captions" if kind == "caption" else "images"
@@ -183,6 +188,7 @@ class NoiseIndex:
         if kind is not None:
             _check_kind(kind)
         index = _read_npy(path)
+        _check_array(index, f"noise index file {path}")
         meta = _read_sidecar(path)
         kind = _resolve_kind(path, meta.get("kind"), kind, len(index), n_images, n_captions)
         index = _validate_index(index, kind, n_images, n_captions, f"noise index file {path}")
