@@ -59,6 +59,12 @@ def export_bundle(
     try:
         bar.set_postfix_str(_STEPS[0])
         model, tokenizer = load_model(source, device="cpu")
+        if model.cfg.arch != "clip":
+            raise ValueError(
+                f"{source}: model.arch={model.cfg.arch!r} (region features + GRU) cannot be exported: the serving "
+                "bundle and the app encode raw images, and precomp features come from a separate Faster R-CNN "
+                "pipeline. Evaluate this run with `python -m disncl eval RUN` instead."
+            )
         if parity_inputs is not None:
             parity_inputs.check(model.cfg.image_size)
         bar.update()

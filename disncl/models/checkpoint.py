@@ -4,7 +4,8 @@ A saved model directory holds:
 
 * ``model.safetensors`` - the full ``state_dict`` (CLIP towers, heads, CLUB networks);
 * ``model.json`` - ``{"format_version", "model_config", "clip_config"}``, enough to rebuild the
-  architecture offline, even when it started from a pretrained backbone;
+  architecture offline, even when it started from a pretrained backbone (``clip_config`` is
+  ``null`` for ``arch="precomp"``, which ``model_config`` describes alone);
 * ``tokenizer/`` - the tokenizer, via ``save_pretrained``.
 """
 
@@ -26,6 +27,7 @@ from disncl.io import atomic_write, atomic_write_json
 
 from .config import ModelConfig
 from .disncl import DisNCLModel
+from .precomp import PrecompTowers
 from .tokenizer import load_tokenizer, train_word_tokenizer
 from .towers import (
     build_clip,
@@ -45,6 +47,16 @@ OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # How many differing keys an error message lists before summarising the rest as a count.
 _SHOWN = 5
+# What to do when weights and architecture disagree: loading into a model built by hand, or a
+# directory whose files come from two different saves (load_model rebuilds from model.json).
+_OTHER_CONFIG_ADVICE = (
+    "The checkpoint was written for a different ModelConfig: load its directory with load_model (which "
+    "rebuilds the architecture from model.json) or build the model with the config it was trained with."
+)
+_MIXED_FILES_ADVICE = (
+    f"The directory mixes files of different checkpoints: copy {META_FILE}, {WEIGHTS_FILE} and {TOKENIZER_DIR}/ "
+    "together from one save, or re-save the model."
+)
 
 
 class CheckpointError(ValueError):
@@ -57,14 +69,21 @@ def build_model(cfg: ModelConfig, captions: list[str] | None) -> tuple[DisNCLMod
     With ``cfg.backbone=None`` a word-level tokenizer is trained on ``captions`` and a tiny CLIP
     is built from ``cfg`` (``cfg.vocab_size`` is set). Otherwise CLIP and its tokenizer are
     loaded from the local directory ``cfg.backbone`` and the tower fields of ``cfg`` are taken
-    from the checkpoint (see :class:`ModelConfig`); ``captions`` is ignored.
+    from the checkpoint (see :class:`ModelConfig`); ``captions`` is ignored. ``cfg.arch="precomp"``
+    trains the word-level tokenizer too and builds the region/GRU towers (no backbone allowed).
     """
+    if cfg.arch == "precomp" and cfg.backbone is not None:
+        raise ValueError(
+            f"model.backbone={cfg.backbone!r} is a CLIP checkpoint but model.arch=precomp trains its region "
+            "and GRU towers from scratch; unset model.backbone or use model.arch=clip"
+        )
     if cfg.backbone is None:
         if not captions:
             raise ValueError("training a tokenizer from scratch needs captions (cfg.backbone is None)")
         tokenizer = train_word_tokenizer(captions)
         cfg.vocab_size = len(tokenizer)
-        return DisNCLModel(cfg, build_clip(cfg, tokenizer)), tokenizer
+        towers = PrecompTowers(cfg) if cfg.arch == "precomp" else build_clip(cfg, tokenizer)
+        return DisNCLModel(cfg, towers), tokenizer
 
     clip = load_clip(cfg.backbone)
     tokenizer = load_tokenizer(cfg.backbone)
@@ -138,7 +157,7 @@ def save_model(
     meta = {
         "format_version": FORMAT_VERSION,
         "model_config": asdict(model.cfg),
-        "clip_config": clip_config_dict(model.clip),
+        "clip_config": clip_config_dict(model.clip) if model.clip is not None else None,
     }
     atomic_write_json(out / META_FILE, meta)
     return out
@@ -156,15 +175,21 @@ def load_model(
     meta = _read_meta(src / META_FILE)
     cfg = _config_from_dict(meta["model_config"], src / META_FILE)
     try:
-        clip = clip_from_config_dict(meta["clip_config"])
-        model = DisNCLModel(cfg, clip)
+        towers = PrecompTowers(cfg) if cfg.arch == "precomp" else clip_from_config_dict(meta["clip_config"])
+        model = DisNCLModel(cfg, towers)
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{src / META_FILE}: cannot rebuild the architecture: {exc}") from exc
-    load_weights(model, src / WEIGHTS_FILE)
+    load_weights(model, src / WEIGHTS_FILE, advice=_MIXED_FILES_ADVICE)
     try:
         tokenizer = load_tokenizer(src / TOKENIZER_DIR)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{src / TOKENIZER_DIR}: cannot load the tokenizer: {exc}") from exc
+    # A tokenizer with more tokens than the embedding has rows would fail only at the first caption.
+    if cfg.vocab_size and len(tokenizer) > cfg.vocab_size:
+        raise CheckpointError(
+            f"{src / TOKENIZER_DIR}: the tokenizer has {len(tokenizer)} tokens but {src / META_FILE} describes a "
+            f"vocabulary of {cfg.vocab_size}. {_MIXED_FILES_ADVICE}"
+        )
     return model.to(device).eval(), tokenizer
 
 
@@ -173,12 +198,15 @@ def _read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise CheckpointError(
-            f"{path}: not found; is {path.parent} a directory written by save_model?"
+            f"{path}: not found, so {path.parent} is not a complete model directory ({META_FILE} is written "
+            "last: a save that was interrupted has none); point at a checkpoint such as RUN/best, or re-save it"
         ) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable ({exc}); re-save the model") from exc
     if not isinstance(meta, dict) or not {"format_version", "model_config", "clip_config"} <= meta.keys():
-        raise CheckpointError(f"{path}: needs format_version, model_config and clip_config")
+        raise CheckpointError(f"{path}: needs format_version, model_config and clip_config; re-save the model")
+    if not isinstance(meta["model_config"], dict):
+        raise CheckpointError(f"{path}: model_config must be a JSON object; re-save the model")
     version = meta["format_version"]
     if not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{path}: invalid format_version {version!r}")
@@ -200,7 +228,10 @@ def _config_from_dict(d: dict[str, Any], source: Path) -> ModelConfig:
     for key in ("image_mean", "image_std"):
         if key in values:
             values[key] = tuple(values[key])
-    return ModelConfig(**values)
+    try:
+        return ModelConfig(**values)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: invalid model_config ({exc}); re-save the model") from exc
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -215,16 +246,16 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         ) from exc
 
 
-def load_weights(model: DisNCLModel, path: str | os.PathLike[str]) -> None:
-    """Load a weight file into an existing ``model``, strictly; raise :class:`CheckpointError` on mismatch."""
+def load_weights(model: DisNCLModel, path: str | os.PathLike[str], advice: str = _OTHER_CONFIG_ADVICE) -> None:
+    """Load a weight file into an existing ``model``, strictly; raise :class:`CheckpointError` on mismatch.
+
+    ``advice`` ends the mismatch message: what the caller's user should do about it.
+    """
     state = read_state_dict(path)
     problems = state_dict_mismatches(model.state_dict(), state)
     if problems:
         raise CheckpointError(
-            f"{path}: weights do not match this model's architecture: {'; '.join(problems)}. "
-            "The checkpoint was written for a different ModelConfig: load its directory with "
-            "load_model (which rebuilds the architecture from model.json) or build the model "
-            "with the config it was trained with."
+            f"{path}: weights do not match this model's architecture: {'; '.join(problems)}. {advice}"
         )
     model.load_state_dict(state, strict=True)
 

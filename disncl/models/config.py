@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -16,8 +17,15 @@ class ModelConfig:
     checkpoint's values, and ``image_mean``/``image_std`` with the ones in its
     ``preprocessor_config.json`` (OpenAI CLIP's statistics when that file is absent), so the
     stored config always describes the model that was actually built.
+
+    ``arch="precomp"`` replaces both CLIP towers by the paper setting's encoders over precomputed
+    region features (:mod:`disncl.models.precomp`): ``region_dim``-wide regions projected to
+    ``embed_dim`` and pooled, and a bidirectional GRU over ``word_dim`` word embeddings, pooled
+    the same way (``pool``). The CLIP tower fields are then unused and ``backbone`` must stay unset
+    (these towers train from scratch); the heads and ``max_text_len`` work as for CLIP.
     """
 
+    arch: Literal["clip", "precomp"] = "clip"
     backbone: str | None = None
     image_size: int = 64
     patch_size: int = 8
@@ -36,3 +44,7 @@ class ModelConfig:
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     vocab_size: int = 0
+    region_dim: int = 2048
+    word_dim: int = 300
+    gru_layers: int = 1
+    pool: Literal["mean", "max"] = "max"

@@ -1,4 +1,5 @@
-"""The DisNCL network: CLIP towers, per-modality MII/MEI heads, and the CLUB estimators."""
+"""The DisNCL network: two towers (CLIP, or the precomp region/GRU encoders), per-modality MII/MEI
+heads, and the CLUB estimators."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from transformers import CLIPModel
 
 from .config import ModelConfig
 from .heads import GaussianPredictor, HeadOutput, ModalityHead
+from .precomp import PrecompTowers
 from .towers import image_features, text_features
 
 
@@ -36,21 +38,30 @@ class Encoded:
 
 
 class DisNCLModel(nn.Module):
-    """CLIP towers followed by heads that split each modality's feature into MII and MEI.
+    """Two towers followed by heads that split each modality's feature into MII and MEI.
+
+    The towers are a ``CLIPModel`` (``self.clip``; ``cfg.arch == "clip"``) or
+    :class:`~disncl.models.precomp.PrecompTowers` (``self.towers``; ``cfg.arch == "precomp"``);
+    the other attribute is ``None``. Heads, decoders and CLUB networks are the same for both.
 
     ``club`` holds the four CLUB variational networks ``q(b | a)``, keyed ``"<a>_<b>"``:
     ``uv_zt`` (image MEI -> text MII), ``ut_zv`` (text MEI -> image MII), ``zv_uv`` (image
     MII -> image MEI) and ``zt_ut`` (text MII -> text MEI).
     """
 
-    def __init__(self, cfg: ModelConfig, clip: CLIPModel) -> None:
+    def __init__(self, cfg: ModelConfig, towers: CLIPModel | PrecompTowers) -> None:
         super().__init__()
-        if clip.config.projection_dim != cfg.embed_dim:
+        expected = PrecompTowers if cfg.arch == "precomp" else CLIPModel
+        if not isinstance(towers, expected):
+            raise ValueError(f"model.arch={cfg.arch!r} needs {expected.__name__} towers, got {type(towers).__name__}")
+        if isinstance(towers, CLIPModel) and towers.config.projection_dim != cfg.embed_dim:
             raise ValueError(
-                f"cfg.embed_dim={cfg.embed_dim} but the CLIP projection dim is {clip.config.projection_dim}"
+                f"cfg.embed_dim={cfg.embed_dim} but the CLIP projection dim is {towers.config.projection_dim}"
             )
         self.cfg = cfg
-        self.clip = clip
+        # Separate attribute names keep CLIP checkpoints' state-dict keys ("clip.*") unchanged.
+        self.clip: CLIPModel | None = towers if isinstance(towers, CLIPModel) else None
+        self.towers: PrecompTowers | None = towers if isinstance(towers, PrecompTowers) else None
         self.image_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden, cfg.logvar_init)
         self.text_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden, cfg.logvar_init)
         # "<a>_<b>" is q(b | a): MEI predicts the other modality's MII, MII predicts its own MEI.
@@ -73,7 +84,10 @@ class DisNCLModel(nn.Module):
 
         ``S = cfg.image_size``; other sizes (including non-square ones) are resized to ``S x S``
         with antialiased bilinear interpolation. The result is on the model's device and dtype.
+        A precomp model takes ``(N, R, region_dim)`` float region features instead.
         """
+        if self.towers is not None:
+            return self.towers.preprocess(images_uint8)
         images = torch.as_tensor(images_uint8)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected (N, H, W, 3) RGB images, got shape {tuple(images.shape)}")
@@ -90,12 +104,20 @@ class DisNCLModel(nn.Module):
 
     def encode_image(self, pixel_values: Tensor) -> Encoded:
         """Encode preprocessed images (see :meth:`preprocess`)."""
-        h = F.normalize(image_features(self.clip, pixel_values), dim=-1)
+        if self.towers is not None:
+            feats = self.towers.image_features(pixel_values)
+        else:
+            feats = image_features(self.clip, pixel_values)
+        h = F.normalize(feats, dim=-1)
         return _encoded(h, self.image_head(h))
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Encoded:
         """Encode tokenised captions (see :func:`disncl.models.tokenizer.tokenize`)."""
-        h = F.normalize(text_features(self.clip, input_ids, attention_mask), dim=-1)
+        if self.towers is not None:
+            feats = self.towers.text_features(input_ids, attention_mask)
+        else:
+            feats = text_features(self.clip, input_ids, attention_mask)
+        h = F.normalize(feats, dim=-1)
         return _encoded(h, self.text_head(h))
 
     def decode_image(self, z: Tensor, u: Tensor) -> Tensor:

@@ -40,14 +40,15 @@ def evaluate_run(
     split = split or cfg.data.test_split
     model, tokenizer = load_model(run.root / checkpoint, device=dev)
 
-    test = prepare_split(load_split(cfg.data, split), tokenizer, cfg, progress)
+    test_ds = load_split(cfg.data, split)
+    test = prepare_split(test_ds, tokenizer, cfg, progress)
     result: dict[str, Any] = {
         "run": str(run.root),
         "checkpoint": checkpoint,
         "split": split,
         "method": cfg.train.method,
         "selection_space": cfg.selection_space(),
-        "retrieval": evaluate_retrieval(model, test, cfg, dev, semantic_keys(cfg.data, split), progress),
+        "retrieval": evaluate_retrieval(model, test, cfg, dev, semantic_keys(cfg.data, split, test_ds), progress),
     }
     if detection:
         train_ds = load_split(cfg.data, cfg.data.train_split)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,25 +21,21 @@ from disncl.data.dataset import load_split, resolve_noise, semantic_keys
 from disncl.data.images import ImageArray
 from disncl.data.noise import NoiseIndex, NoisyPairs, make_noisy_pairs
 from disncl.data.pairs import CaptionedImages
+from disncl.data.precomp import PrecompSplit, RegionFeatures
+from disncl.data.shards import ShardedCaptions, ShardImages
 from disncl.eval.detection import detection_metrics
-from disncl.eval.encode import TokenTable, autocast, encode_split
+from disncl.eval.encode import Embeddings, TokenTable, autocast, encode_images, encode_split, encode_texts
 from disncl.eval.retrieval import retrieval_report
 from disncl.io import atomic_dir, atomic_write_text
 from disncl.models.checkpoint import build_model, save_model
 from disncl.models.tokenizer import tokenize
+from disncl.train import distributed
+from disncl.train.distributed import DistContext
+from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
 from disncl.train.noise_split import clean_probability
 from disncl.train.objective import batch_objective
 from disncl.train.scoring import pair_table, per_pair_loss, write_pair_scores
 from disncl.train.state import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} asked for CUDA but torch sees no CUDA device; use --device cpu")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -53,12 +49,26 @@ class SplitData:
     """A split made ready for the model: decoded images and tokenised captions."""
 
     ds: CaptionedImages
-    images: ImageArray
+    images: ImageArray | ShardImages | RegionFeatures
     tokens: TokenTable
 
 
 def prepare_split(ds: CaptionedImages, tokenizer: Any, cfg: RunConfig, progress: bool) -> SplitData:
-    images = ImageArray.from_dataset(ds, cfg.model.image_size, progress=progress)
+    """Tokenise the captions; decode the images into memory, or read them on demand from tar shards
+    or (precomp) from memory-mapped region features."""
+    if isinstance(ds, PrecompSplit) != (cfg.model.arch == "precomp"):
+        raise ValueError(
+            "model.arch=precomp and data.precomp_root go together: region features need the precomp towers "
+            f"and the precomp towers need region features (model.arch is {cfg.model.arch!r}, "
+            f"data.precomp_root is {cfg.data.precomp_root!r})"
+        )
+    images: ImageArray | ShardImages | RegionFeatures
+    if isinstance(ds, PrecompSplit):
+        images = ds.features
+    elif isinstance(ds, ShardedCaptions):
+        images = ShardImages(ds.locations, cfg.model.image_size)
+    else:
+        images = ImageArray.from_dataset(ds, cfg.model.image_size, progress=progress)
     enc = tokenize(tokenizer, ds.captions, cfg.model.max_text_len)
     return SplitData(ds, images, TokenTable(enc["input_ids"], enc["attention_mask"]))
 
@@ -87,6 +97,11 @@ def evaluate_retrieval(
 ) -> dict[str, dict[str, float]]:
     """Recall on a clean split for each space the method trains: ``{"mii": {...}, "full": {...}}``."""
     emb = encode_split(model, split.images, split.tokens, cfg.train.eval_batch_size, device, cfg.train.amp, progress)
+    return retrieval_metrics(emb, split, cfg, keys)
+
+
+def retrieval_metrics(emb: Embeddings, split: SplitData, cfg: RunConfig, keys=None) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_retrieval` on embeddings already computed."""
     out = {}
     for space in cfg.trained_spaces():
         img, txt = emb.space(space)
@@ -100,10 +115,56 @@ def score_training_pairs(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-pair loss in the selection space and the GMM clean probability fitted on it (Eq. 6)."""
     emb = encode_split(model, train.images, train.tokens, cfg.train.eval_batch_size, device, cfg.train.amp)
+    return score_embeddings(emb, pairs, cfg)
+
+
+def score_embeddings(
+    emb: Embeddings, pairs: NoisyPairs, cfg: RunConfig
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`score_training_pairs` on embeddings already computed."""
     img, txt = emb.space(cfg.selection_space())
     loss = per_pair_loss(img, txt, pairs, cfg.loss.tau, cfg.train.batch_size, cfg.train.seed)
     prob = clean_probability(loss, cfg.split).astype(np.float32)
     return pair_table(emb, pairs, loss, prob, cfg.selection_space()), prob
+
+
+class _RowRange:
+    """Rows ``[start, stop)`` of a split's images, indexed from 0: one rank's shard of an encoding pass."""
+
+    def __init__(self, base: Any, start: int, stop: int) -> None:
+        self.base, self.start, self.stop = base, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, idx: np.ndarray) -> Any:
+        return self.base[np.asarray(idx) + self.start]
+
+
+def encode_sharded(
+    model, split: SplitData, cfg: RunConfig, device: torch.device, ctx: DistContext, progress: bool = False
+) -> Embeddings:
+    """The whole split's embeddings on every rank: each rank encodes its shard of whole batches, then
+    all ranks exchange them. Without torchrun this is :func:`~disncl.eval.encode.encode_split`."""
+    bs, amp = cfg.train.eval_batch_size, cfg.train.amp
+    if not ctx.enabled:
+        return encode_split(model, split.images, split.tokens, bs, device, amp, progress)
+    img_shards, cap_shards = ctx.shards(len(split.images), bs), ctx.shards(len(split.tokens), bs)
+    (i0, i1), (c0, c1) = img_shards[ctx.rank], cap_shards[ctx.rank]
+    # A rank whose shard is empty (fewer batches than ranks) still takes part in the exchange.
+    dims = (model.cfg.embed_dim, model.cfg.mii_dim)
+    img = (encode_images(model, _RowRange(split.images, i0, i1), bs, device, amp, progress) if i1 > i0
+           else tuple(np.zeros((0, d), np.float32) for d in dims))
+    tokens = TokenTable(split.tokens.input_ids[c0:c1], split.tokens.attention_mask[c0:c1])
+    txt = (encode_texts(model, tokens, bs, device, amp, progress) if c1 > c0
+           else tuple(np.zeros((0, d), np.float32) for d in dims))
+    img_sizes, cap_sizes = [b - a for a, b in img_shards], [b - a for a, b in cap_shards]
+    return Embeddings(
+        img_full=distributed.all_gather_rows(ctx, img[0], img_sizes),
+        img_mii=distributed.all_gather_rows(ctx, img[1], img_sizes),
+        txt_full=distributed.all_gather_rows(ctx, txt[0], cap_sizes),
+        txt_mii=distributed.all_gather_rows(ctx, txt[1], cap_sizes),
+    )
 
 
 class RunDir:
@@ -121,10 +182,9 @@ class RunDir:
 
 
 def _append_log(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Add one epoch's line; the file is rewritten atomically, so a kill never leaves half a line."""
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    atomic_write_text(path, old + json.dumps(record) + "\n")
 
 
 def _truncate_log(path: Path, epochs_done: int) -> None:
@@ -135,22 +195,58 @@ def _truncate_log(path: Path, epochs_done: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+def _recover_interrupted_writes(run: RunDir) -> None:
+    """Clear what a kill in the middle of a write leaves beside the final names, before a resume reads them.
+
+    Temporary files of :func:`~disncl.io.atomic_write` (``.NAME.*.tmp``) and ``last.tmp``/``best.tmp``
+    folders are incomplete by construction and removed. ``last.old`` without ``last`` (a kill between
+    :func:`~disncl.io.atomic_dir`'s two renames) is the complete previous checkpoint and is renamed
+    back, so the next save does not delete the only checkpoint before the new one is in place.
+    """
+    for tmp in run.root.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for final, marker in ((run.last, "train_state.json"), (run.best, "model.json")):
+        shutil.rmtree(final.with_name(final.name + ".tmp"), ignore_errors=True)
+        old = final.with_name(final.name + ".old")
+        if not (final / marker).is_file() and (old / marker).is_file():
+            shutil.rmtree(final, ignore_errors=True)
+            old.rename(final)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) the run described by ``cfg``; returns the run directory.
 
     ``stop_after`` ends this session after that many completed epochs (a checkpoint is written),
     for jobs under a wall-clock limit; ``resume=True`` later continues exactly where it stopped.
+    Under ``torchrun`` every process calls this and they train together (:mod:`disncl.train.distributed`):
+    ``train.batch_size`` is the global batch, rank 0 alone writes files and shows progress.
     """
+    ctx = distributed.context_from_env(cfg.train.device)
+    ctx.local_batch_size(cfg.train.batch_size)  # fail before joining the group if the batch does not split
+    with distributed.session(ctx):
+        return _train(cfg, ctx, resume, progress and ctx.is_main, stop_after)
+
+
+def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_after: int | None) -> Path:
     run = RunDir(cfg.train.out)
-    device = resolve_device(cfg.train.device)
+    device = ctx.device
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
 
-    train_ds = load_split(cfg.data, cfg.data.train_split)
-    val_ds = load_split(cfg.data, cfg.data.val_split)
-    val_keys = semantic_keys(cfg.data, cfg.data.val_split)
+    report_dir = None
+    if ctx.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        report_dir = run.root
+    train_ds = load_split(cfg.data, cfg.data.train_split, report_dir)
+    val_ds = load_split(cfg.data, cfg.data.val_split, report_dir)
+    val_keys = semantic_keys(cfg.data, cfg.data.val_split, val_ds)
 
+    if resume and ctx.is_main and run.root.is_dir():
+        _recover_interrupted_writes(run)
+    distributed.barrier(ctx)
     ckpt = find_checkpoint(run.last) if resume else None
     if resume and ckpt is None:
         raise FileNotFoundError(f"--resume: no complete checkpoint under {run.last}; start the run without --resume")
@@ -161,7 +257,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
 
     if ckpt is None:
         noise = resolve_noise(cfg.data, train_ds)
-        if noise is not None:
+        if noise is not None and ctx.is_main:
             noise.save(run.noise)
     else:
         noise = NoiseIndex.load(run.noise, train_ds.n_images, train_ds.n_captions) if run.noise.is_file() else None
@@ -178,15 +274,18 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
 
     if ckpt is not None:
         model, tokenizer, optimizer, scheduler, state = load_checkpoint(ckpt, opt_factory, sched_factory, device)
-        _truncate_log(run.log, state.epoch)
+        if ctx.is_main:
+            _truncate_log(run.log, state.epoch)
     else:
         model, tokenizer = build_model(cfg.model, train_ds.captions)
         model.to(device)
         optimizer = opt_factory(model)
         scheduler = sched_factory(optimizer)
         state = TrainState(0, 0, -math.inf, -1, np.ones(len(pairs.caption), dtype=np.float32))
-        run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config, dump_yaml(cfg))
+        if ctx.is_main:
+            run.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run.config, dump_yaml(cfg))
+    distributed.broadcast_module(ctx, model)
 
     train_data = prepare_split(train_ds, tokenizer, cfg, progress)
     val_data = prepare_split(val_ds, tokenizer, cfg, progress)
@@ -200,15 +299,18 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
         terms_sum: dict[str, float] = {}
         n_batches = 0
         model.train()
+        # The same global order on every rank (seeded by epoch); each rank trains on its slice of a batch.
         order = np.random.default_rng([cfg.train.seed, epoch]).permutation(len(pairs.caption))
         batches = [order[s : s + cfg.train.batch_size] for s in range(0, steps_per_epoch * cfg.train.batch_size,
                                                                         cfg.train.batch_size)]
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
         for idx in bar:
-            pixels = model.preprocess(train_data.images[pairs.image[idx]])
-            ids, mask = train_data.tokens.batch(pairs.caption[idx], device)
+            local = ctx.local_rows(idx)
+            pixels = model.preprocess(train_data.images[pairs.image[local]])
+            ids, mask = train_data.tokens.batch(pairs.caption[local], device)
+            # The objective sees the whole global batch (towers' outputs gathered), so it takes all weights.
             w = torch.as_tensor(weights[idx], device=device)
-            with autocast(device, cfg.train.amp):
+            with autocast(device, cfg.train.amp), distributed.gather_tower_features(ctx, model):
                 loss, terms = batch_objective(cfg.train.method, model, pixels, ids, mask, w, cfg.loss, cfg.srem,
                                               use_split)
             if not torch.isfinite(loss):
@@ -217,6 +319,7 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(ctx, model)
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
@@ -228,35 +331,43 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         train_seconds = time.perf_counter() - t0
 
-        table, prob = score_training_pairs(model, train_data, pairs, cfg, device)
-        state.clean_prob = prob
-        write_pair_scores(run.pair_scores, table, train_ds, pairs.is_clean if gt_known else None)
-        val = evaluate_retrieval(model, val_data, cfg, device, val_keys)
-        score = val[space]["rsum"]
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": state.step,
-            "train_seconds": round(train_seconds, 2),
-            "epoch_seconds": round(time.perf_counter() - t0, 2),
-            "lr": scheduler.get_last_lr()[0],
-            "loss_terms": {k: v / max(1, n_batches) for k, v in terms_sum.items()},
-            "split_used": use_split,
-            "val": val,
-        }
-        if gt_known:
-            record["detection_gmm"] = detection_metrics(prob, pairs.is_clean)
-            sim_rank = table["mii_sim"] if space == "mii" else table["full_sim"]
-            record["detection_similarity_auroc"] = detection_metrics(
-                unit_interval(sim_rank), pairs.is_clean
-            )["auroc"]
+        # Scoring and validation: every rank encodes a shard; rank 0 fits the split and validates, and
+        # its clean probabilities go to every rank so all train the next epoch on the same weights.
+        emb = encode_sharded(model, train_data, cfg, device, ctx)
+        prob = np.empty(len(pairs.caption), dtype=np.float32)
+        if ctx.is_main:
+            table, prob = score_embeddings(emb, pairs, cfg)
+            write_pair_scores(run.pair_scores, table, train_ds, pairs.is_clean if gt_known else None)
+        state.clean_prob = distributed.broadcast_array(ctx, prob)
+        val_emb = encode_sharded(model, val_data, cfg, device, ctx)
         state.epoch = epoch + 1
-        _append_log(run.log, record)
-        if score > state.best_score:
-            state.best_score, state.best_epoch = score, epoch + 1
-            atomic_dir(run.best, lambda d: save_model(model, tokenizer, d))
-        save_checkpoint(run.last, model, tokenizer, optimizer, scheduler, state)
-        if progress:
-            tqdm.write(_epoch_line(record, space))
+        if ctx.is_main:
+            val = retrieval_metrics(val_emb, val_data, cfg, val_keys)
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": state.step,
+                "train_seconds": round(train_seconds, 2),
+                "epoch_seconds": round(time.perf_counter() - t0, 2),
+                "lr": scheduler.get_last_lr()[0],
+                "loss_terms": {k: v / max(1, n_batches) for k, v in terms_sum.items()},
+                "split_used": use_split,
+                "val": val,
+            }
+            if gt_known:
+                record["detection_gmm"] = detection_metrics(prob, pairs.is_clean)
+                sim_rank = table["mii_sim"] if space == "mii" else table["full_sim"]
+                record["detection_similarity_auroc"] = detection_metrics(
+                    unit_interval(sim_rank), pairs.is_clean
+                )["auroc"]
+            _append_log(run.log, record)
+            # Only rank 0 tracks the best score: it alone validates and writes best/ and last/.
+            if val[space]["rsum"] > state.best_score:
+                state.best_score, state.best_epoch = val[space]["rsum"], epoch + 1
+                atomic_dir(run.best, lambda d: save_model(model, tokenizer, d))
+            save_checkpoint(run.last, model, tokenizer, optimizer, scheduler, state)
+            if progress:
+                tqdm.write(_epoch_line(record, space))
+        distributed.barrier(ctx)
     return run.root
 
 
