@@ -25,8 +25,14 @@ from urllib.parse import quote
 # Before gradio is imported: with analytics on, importing it looks up a remote host, and this app
 # must start and run without network access.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# Gradio's queue records every event for its /monitoring dashboard (10,000 deep) and, after each
+# event, rebuilds a pandas summary of all of them: about 20 ms of CPU per request once full, and a
+# few MB of memory. The dashboard is switched off in launch(), so keep one record and never summarise.
+os.environ["GRADIO_ANALYTICS_MAX_EVENTS"] = "1"
+os.environ["GRADIO_ANALYTICS_CACHE_FREQUENCY"] = str(2**62)
 
 import gradio as gr  # noqa: E402  (must follow the environment setting above)
+from gradio.data_classes import ImageData  # noqa: E402
 
 from disncl.serve import app_logic as logic  # noqa: E402
 from disncl.serve import choose_providers  # noqa: E402
@@ -35,14 +41,21 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 BROWSE_PER_PAGE = 40
 DEFAULT_K = 8
-# Encoder calls run one at a time: an ONNX Runtime session already spreads one request over every
-# core, so two concurrent encodes only split the cores and both finish later. The explorer's events
-# touch no encoder (numpy over the pair-scores table), so several may run beside a search.
+# Queue and concurrency (README, "Load and limits"; measured by benchmarks/app_load.py).
+# Encoder calls (the "encoder" concurrency group: search, inspect) run one at a time: an ONNX Runtime
+# session already spreads one request over every core, so two concurrent encodes only split the cores
+# and both finish later. The explorer's events touch no encoder (numpy over the pair-scores table),
+# so several may run beside a search (the "tables" group). Events without a group (the page's small
+# private helpers) get the default, also one at a time each.
 ENCODER_CONCURRENCY = 1
 TABLE_CONCURRENCY = 4
-# Enough waiting events for a few users clicking around; beyond that a new request is refused with
-# "queue full" at once instead of waiting minutes.
+# Every browser tab or API client holds at most a few events in the queue, so 64 waiting events
+# serve dozens of concurrent users (16 sessions measured with zero errors); beyond that a new request
+# is refused at once with "queue full" instead of waiting minutes behind the others.
 QUEUE_MAX_SIZE = 64
+# Uploads and result files Gradio keeps in its cache are each used by one request: `python app.py`
+# deletes those older than an hour, every hour, so a long-running app does not fill the disk.
+CACHE_CLEANUP = (3600, 3600)
 
 SOFT_MATCH_HELP = """
 **Soft match score** = softmax over the candidate images of (MII similarity / τ) for the caption,
@@ -70,6 +83,28 @@ def shown_to_user() -> Iterator[None]:
         raise gr.Error(str(exc)) from exc
 
 
+class CheckedImage(gr.Image):
+    """An image input whose upload is checked (:func:`~disncl.serve.app_logic.check_upload`) before anything opens it.
+
+    Gradio's own preprocessing opens every upload with PIL: a file that is not an image fails there
+    with a bare "Error" the page cannot explain, and a data: URL is decoded in full before any size
+    check. Here the file size and header are checked first and the user gets the reason.
+    """
+
+    # Drawn by the frontend's image component: Gradio names a template's Svelte file after its base class.
+    is_template = True
+
+    def preprocess(self, payload: ImageData | None) -> Any:
+        if payload is not None:
+            with shown_to_user():
+                if payload.path is None:
+                    raise logic.AppError(
+                        "send the image as an uploaded file (gradio_client.handle_file), not as a data: URL"
+                    )
+                logic.check_upload(payload.path)
+        return super().preprocess(payload)
+
+
 def thumbnail_markdown(path: Path | None) -> str:
     """A gallery-root image as a markdown image served by Gradio's file route, or a dash."""
     if path is None:
@@ -86,10 +121,16 @@ def _table(headers: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     return {"headers": headers, "data": rows}
 
 
-def build_app(services: logic.Services) -> gr.Blocks:
-    """The page: four tabs over one loaded bundle and gallery. Call :func:`launch` to serve it."""
+def build_app(services: logic.Services, cache_cleanup: tuple[int, int] | None = None) -> gr.Blocks:
+    """The page: four tabs over one loaded bundle and gallery. Call :func:`launch` to serve it.
+
+    ``cache_cleanup`` is Gradio's ``delete_cache`` (every so many seconds, delete the cached files this
+    app created that are older than so many seconds, and all of them at shutdown). Off by default:
+    Gradio's cache folder is shared and its file names are content hashes, so an app embedded beside
+    others (tests, notebooks) would delete files they still serve.
+    """
     gallery = services.gallery
-    with gr.Blocks(title="disncl — noisy-correspondence-robust retrieval") as demo:
+    with gr.Blocks(title="disncl — noisy-correspondence-robust retrieval", delete_cache=cache_cleanup) as demo:
         gr.Markdown(
             "# disncl\nImage–text retrieval trained to stay accurate on noisy pairs (DisNCL). "
             f"Gallery: {gallery.n_images} images, {gallery.n_captions} captions."
@@ -138,8 +179,11 @@ def _image_picker(services: logic.Services, label: str, prefix: str, page_api: s
     """
     n_pages = logic.page_count(services.gallery.n_images, BROWSE_PER_PAGE)
     with gr.Column():
-        image = gr.Image(
-            label=label, type="filepath", sources=["upload", "clipboard"], height=220, elem_classes="pixel"
+        # image_mode=None: Gradio hands over the file as uploaded; disncl's loader converts it to RGB the
+        # training way (transparency over white) after the upload checks, instead of Gradio decoding it first.
+        image = CheckedImage(
+            label=label, type="filepath", image_mode=None, sources=["upload", "clipboard"], height=220,
+            elem_classes="pixel",
         )
         # -1, not empty: Gradio shows an empty number box as 0, which would silently pick gallery image 0.
         index = gr.Number(
@@ -202,7 +246,8 @@ def _search_tab(services: logic.Services) -> None:
     gr.Markdown("### Text → image", elem_classes="hint")
     with gr.Row(equal_height=True):
         query = gr.Textbox(
-            label="Caption", placeholder="e.g. a small red circle above a blue square", scale=5, elem_id="search-query"
+            label="Caption", placeholder="e.g. a small red circle above a blue square", scale=5, elem_id="search-query",
+            max_length=logic.MAX_QUERY_CHARS,
         )
         k = gr.Slider(1, logic.MAX_K, value=DEFAULT_K, step=1, label="Results per space", scale=2)
         go_text = gr.Button("Search images", variant="primary", scale=1, elem_id="search-text-button")
@@ -306,7 +351,8 @@ def _inspector_tab(services: logic.Services) -> None:
         with gr.Column(scale=2):
             picker = _image_picker(services, "Image", "inspect")
             caption = gr.Textbox(
-                label="Caption", placeholder="any caption, e.g. one of the gallery's", elem_id="inspect-caption"
+                label="Caption", placeholder="any caption, e.g. one of the gallery's", elem_id="inspect-caption",
+                max_length=logic.MAX_QUERY_CHARS,
             )
             k = gr.Slider(1, logic.MAX_K, value=5, step=1, label="Best partners to list")
             go = gr.Button("Inspect pair", variant="primary", elem_id="inspect-button")
@@ -370,7 +416,9 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
     with gr.Row():
         sort_by = gr.Dropdown(list(logic.EXPLORER_SORTS), value="clean probability", label="Sort by", scale=2)
         descending = gr.Checkbox(value=False, label="Descending", scale=1)
-        contains = gr.Textbox(label="Caption contains", placeholder="filter by words", scale=2)
+        contains = gr.Textbox(
+            label="Caption contains", placeholder="filter by words", scale=2, max_length=logic.MAX_QUERY_CHARS
+        )
         limit = gr.Slider(10, 1000, value=100, step=10, label="Rows", scale=2)
     with gr.Row():
         with gr.Column(scale=2):
@@ -486,13 +534,17 @@ def launch(
 ) -> tuple[Any, str, str | None]:
     """Queue and serve the app; returns Gradio's (app, local URL, share URL).
 
-    Only the gallery's image root is served besides Gradio's own upload/output cache.
+    Binds to ``host``, this machine only (127.0.0.1) unless the caller names another interface.
+    Only the gallery's image root is served besides Gradio's own upload/output cache, and uploads
+    over :data:`~disncl.serve.app_logic.MAX_UPLOAD_BYTES` are refused by the upload route itself.
     """
     demo.queue(default_concurrency_limit=ENCODER_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo.launch(
         server_name=host,
         server_port=port,
         share=False,
+        max_file_size=logic.MAX_UPLOAD_BYTES,
+        enable_monitoring=False,
         allowed_paths=[str(services.gallery.root.resolve())],
         footer_links=["api"],
         theme=gr.themes.Soft(),
@@ -507,7 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gallery", type=Path, default=Path("assets/gallery"), help="gallery folder (python -m disncl index)"
     )
-    p.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default: this machine only)")
+    p.add_argument(
+        "--host", default=DEFAULT_HOST,
+        help="interface to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes the app to the network)",
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 7860)")
     p.add_argument("--providers", choices=["auto", "cpu", "cuda"], default="auto", help="ONNX Runtime device")
     return p
@@ -520,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    demo = build_app(services)
+    demo = build_app(services, cache_cleanup=CACHE_CLEANUP)
     # Gradio's own banner suggests share=True, which this app deliberately does not offer.
     _, url, _ = launch(demo, services, host=args.host, port=args.port, quiet=True, prevent_thread_lock=True)
     print(f"disncl app: open {url} in a browser (Ctrl+C stops it)", flush=True)

@@ -187,3 +187,58 @@ def test_choose_providers() -> None:
             choose_providers("cuda")
     with pytest.raises(ValueError, match="unknown provider"):
         choose_providers("tpu")
+
+
+# --- damaged manifests, on copies of the bundled demo (no training needed) -----------------------
+
+DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "bundle"
+
+
+@pytest.fixture
+def demo_copy(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(DEMO_BUNDLE, tmp_path / "bundle"))
+
+
+def _edit_manifest(directory: Path, edit) -> None:
+    path = directory / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_manifest_that_is_not_json_is_named(demo_copy: Path) -> None:
+    (demo_copy / "manifest.json").write_text("{ this is not json")
+    with pytest.raises(BundleError, match=r"manifest\.json: unreadable .*re-export the bundle"):
+        Bundle.load(demo_copy, providers=[CPU])
+
+
+def test_graph_without_a_checksum_is_refused(demo_copy: Path) -> None:
+    # Without this check a swapped image.onnx would load unverified.
+    _edit_manifest(demo_copy, lambda m: m["files"].pop("image.onnx"))
+    with pytest.raises(BundleError, match=r"graphs\.image\.file names 'image\.onnx', which has no checksum"):
+        Bundle.load(demo_copy, providers=[CPU])
+
+
+def test_missing_manifest_field_is_named_at_load(demo_copy: Path) -> None:
+    _edit_manifest(demo_copy, lambda m: m["preprocessing"]["image"].pop("mean"))
+    with pytest.raises(BundleError, match=r"preprocessing\.image\.mean is missing"):
+        Bundle.load(demo_copy, providers=[CPU])
+
+
+def test_manifest_pointing_outside_the_bundle_is_refused_even_unverified(demo_copy: Path) -> None:
+    def escape(m: dict) -> None:
+        m["graphs"]["text"]["file"] = "../text.onnx"
+        m["files"]["../text.onnx"] = m["files"].pop("text.onnx")
+
+    _edit_manifest(demo_copy, escape)
+    with pytest.raises(BundleError, match=r"'\.\./text\.onnx' points outside the bundle"):
+        Bundle.load(demo_copy, providers=[CPU], verify=False)
+
+
+def test_truncated_graph_is_named_when_checksums_are_skipped(demo_copy: Path) -> None:
+    graph = demo_copy / "image.onnx"
+    graph.write_bytes(graph.read_bytes()[:1000])
+    with pytest.raises(BundleError, match=r"image\.onnx: checksum mismatch"):
+        Bundle.load(demo_copy, providers=[CPU])
+    with pytest.raises(BundleError, match=r"image\.onnx: ONNX Runtime cannot load it"):
+        Bundle.load(demo_copy, providers=[CPU], verify=False)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image
 
 from disncl.data.images import ImageDecodeError
 from disncl.serve.bundle import Bundle
@@ -34,6 +35,21 @@ SPACE_NAMES = {"mii": "MII only", "full": "full feature"}
 # bundle's manifest does not record the run's own value.
 DEFAULT_TAU = 0.07
 MAX_K = 100
+# Request limits, checked before any work is done for the request. Captions are a few words and the
+# model reads only its first max_text_len tokens, so 1,000 characters is generous; longer text is a
+# paste mistake (or abuse) and is refused with a message rather than tokenised.
+MAX_QUERY_CHARS = 1000
+# Uploads are checked from the file size and the image header, before anything decodes the pixels:
+# 20 MB and 40 megapixels hold any camera photo; the model sees image_size x image_size pixels anyway.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+# Resizing the shorter side to image_size makes the longer side aspect x image_size: a 40000 x 1
+# image of a few bytes would become gigapixels. The model sees a centred square crop, so very long
+# strips carry little it can use.
+MAX_UPLOAD_ASPECT = 20
+# Formats read from the header alone and decoded by PIL itself; others (EPS calls Ghostscript, ...)
+# have no place in an image search box.
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 EXPLORER_SORTS = {
     "clean probability": "clean_prob",
     "MII similarity": "mii_sim",
@@ -142,15 +158,24 @@ def check_k(k: float | int, n: int) -> int:
     """The number of results to show: a whole number from 1 to :data:`MAX_K`, at most ``n``."""
     try:
         value = int(k)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise AppError(f"number of results {k!r} is not a number") from exc
     if not 1 <= value <= MAX_K:
         raise AppError(f"number of results must be between 1 and {MAX_K}, got {k}")
     return min(value, n)
 
 
+def check_text_length(text: str, what: str) -> str:
+    """``text`` if it has at most :data:`MAX_QUERY_CHARS` characters; else an :class:`AppError` naming ``what``."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise AppError(
+            f"the {what} is {len(text):,} characters long; the limit is {MAX_QUERY_CHARS:,}: shorten it"
+        )
+    return text
+
+
 def _caption_text(text: str | None) -> str:
-    text = (text or "").strip()
+    text = check_text_length((text or "").strip(), "caption")
     if not text:
         raise AppError("no caption: type one (a few words describing an image)")
     return text
@@ -162,14 +187,61 @@ def encode_caption(services: Services, text: str) -> dict[str, np.ndarray]:
     return {"mii": enc.mii[0], "full": enc.full[0]}
 
 
+def check_upload(path: str | Path) -> None:
+    """Refuse an uploaded file that is missing, too large, not an image or of absurd size, without decoding it.
+
+    Only the file size and the image header are read (PIL opens lazily), so a decompression bomb
+    or a huge photo costs nothing. Raises :class:`AppError` saying what is wrong and what to upload.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AppError("the uploaded image is no longer on the server (uploads expire): upload it again") from exc
+    if size > MAX_UPLOAD_BYTES:
+        raise AppError(
+            f"the uploaded file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES / 2**20:g} MB: "
+            "upload a smaller image"
+        )
+    try:
+        with Image.open(path, formats=UPLOAD_FORMATS) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise AppError(f"the uploaded image has too many pixels ({exc}): downscale it first") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # UnidentifiedImageError (an OSError) for text, random bytes or a format outside the list.
+        raise AppError(
+            f"the uploaded file {path.name!r} is not an image this app reads: upload a "
+            f"{', '.join(UPLOAD_FORMATS[:-1])} or {UPLOAD_FORMATS[-1]} file"
+        ) from exc
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise AppError(
+            f"the uploaded image is {width}×{height} = {width * height / 1e6:.1f} megapixels; the limit is "
+            f"{MAX_UPLOAD_PIXELS / 1e6:g} megapixels: downscale it first"
+        )
+    if max(width, height) > MAX_UPLOAD_ASPECT * min(width, height):
+        raise AppError(
+            f"the uploaded image is {width}×{height}, longer than {MAX_UPLOAD_ASPECT}:1; the model sees a "
+            "centred square crop: crop it closer to a square first"
+        )
+
+
 def encode_image(services: Services, query: ImageQuery) -> dict[str, np.ndarray]:
     """An image's unit-length embedding in each space; a gallery image reuses its stored embedding."""
     if query.gallery_index is not None:
         return {space: np.asarray(services.gallery.embedding("image", space)[query.gallery_index]) for space in SPACES}
+    if query.upload is None:
+        raise AppError("no image: upload one, or pick one from the gallery (or give its gallery index)")
+    check_upload(query.upload)
     try:
         enc = services.bundle.encode_images([query.upload])
     except (ImageDecodeError, FileNotFoundError) as exc:
-        raise AppError(f"cannot read the uploaded image: {exc}") from exc
+        # The header was fine but the pixel data is not (a truncated or damaged file).
+        reason = exc.__cause__ or exc
+        raise AppError(
+            f"cannot decode the uploaded image {Path(query.upload).name!r} ({type(reason).__name__}: {reason}): "
+            "the file is damaged or incomplete; upload it again or use another image"
+        ) from exc
     return {"mii": enc.mii[0], "full": enc.full[0]}
 
 
@@ -433,7 +505,7 @@ def explorer_rows(
     if sort_by not in EXPLORER_SORTS:
         raise AppError(f"sort by must be one of {', '.join(EXPLORER_SORTS)}, got {sort_by!r}")
     keep = np.ones(len(scores), dtype=bool) if show == "all" else flag if show == "flagged" else ~flag
-    needle = (contains or "").strip().lower()
+    needle = check_text_length((contains or "").strip(), "filter text").lower()
     if needle:
         keep &= np.array([needle in c.lower() for c in scores.caption], dtype=bool)
     key = EXPLORER_SORTS[sort_by]
@@ -463,7 +535,7 @@ def explorer_rows(
 def _row_limit(limit: float) -> int:
     try:
         value = int(limit)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise AppError(f"number of rows {limit!r} is not a number") from exc
     if value < 1:
         raise AppError(f"number of rows must be at least 1, got {limit}")
@@ -535,7 +607,7 @@ def explain_pair(services: Services, pair: float | int | str, threshold: float) 
     scores = require_pair_scores(services)
     try:
         number = int(float(pair))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise AppError(f"pair {pair!r} is not a pair number; pick a row of the table") from exc
     try:
         info = scores.explain(number, check_threshold(threshold))

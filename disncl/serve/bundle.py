@@ -32,6 +32,16 @@ OUTPUTS = ("full", "mii", "mei")
 IMAGE_INPUTS = ("pixel_values",)
 TEXT_INPUTS = ("input_ids", "attention_mask")
 _REQUIRED_KEYS = ("format_version", "files", "graphs", "preprocessing", "embedding_dims")
+# Nested fields a server reads, checked up front so a hand-edited or partial manifest fails at load
+# with the field's name instead of a KeyError at the first request.
+_REQUIRED_FIELDS = (
+    "graphs.image.file", "graphs.text.file",
+    "preprocessing.image.image_size", "preprocessing.image.mean", "preprocessing.image.std",
+    "preprocessing.text.tokenizer", "preprocessing.text.max_text_len", "preprocessing.text.special_tokens",
+    "embedding_dims.full", "embedding_dims.mii", "embedding_dims.mei",
+)
+# The files a bundle loads; each must carry a checksum, or a swapped file would go unnoticed.
+_LOADED_FILES = ("graphs.image.file", "graphs.text.file", "preprocessing.text.tokenizer")
 # Read size for checksums: large enough to be fast on big graphs, small enough to keep memory flat.
 _HASH_CHUNK = 1 << 20
 # ONNX Runtime warnings (e.g. about unused initialisers) are noise for a serving user; errors still show.
@@ -92,16 +102,42 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     wrong = [k for k in _REQUIRED_KEYS[1:] if not isinstance(manifest[k], dict)]
     if wrong:
         raise BundleError(f"{path}: {wrong} must be JSON objects; re-export the bundle")
+    for dotted in _REQUIRED_FIELDS:
+        _field(manifest, dotted, path)
+    for name, digest in manifest["files"].items():
+        _check_inside(name, path)
+        if not isinstance(digest, str):
+            raise BundleError(f"{path}: files[{name!r}] must be a sha256 hex string; re-export the bundle")
+    for dotted in _LOADED_FILES:
+        name = _field(manifest, dotted, path)
+        if not isinstance(name, str) or name not in manifest["files"]:
+            raise BundleError(
+                f"{path}: {dotted} names {name!r}, which has no checksum under 'files'; re-export the bundle"
+            )
     return manifest
+
+
+def _field(manifest: dict[str, Any], dotted: str, path: Path) -> Any:
+    """The value at a dotted key such as ``graphs.image.file``; :class:`BundleError` naming it if absent."""
+    value: Any = manifest
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise BundleError(f"{path}: {dotted} is missing; re-export the bundle")
+        value = value[part]
+    return value
+
+
+def _check_inside(name: str, manifest_path: Path) -> None:
+    """A manifest must never make us read outside the bundle."""
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise BundleError(f"{manifest_path}: file entry {name!r} points outside the bundle; re-export the bundle")
 
 
 def verify_checksums(directory: str | os.PathLike[str], files: dict[str, str]) -> None:
     """Raise :class:`BundleError` naming the first file that is missing or differs from its sha256."""
     root = Path(directory)
     for name, expected in sorted(files.items()):
-        # A manifest must never make us read outside the bundle.
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"{root / MANIFEST}: file entry {name!r} points outside the bundle")
+        _check_inside(name, root / MANIFEST)
         path = root / name
         if not path.is_file():
             raise BundleError(f"{path}: listed in the manifest but missing; re-copy or re-export the bundle")
