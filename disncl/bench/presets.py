@@ -154,7 +154,7 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         name="quick",
         description="a 2-core CPU in under 15 minutes: small data and model, short schedule",
-        data=DataSpec(n_train=600, n_val=150, n_test=250, image_size=32),
+        data=DataSpec(n_train=500, n_val=150, n_test=250, image_size=32),
         base=(*_TINY_MODEL, "train.epochs=8", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=40", "train.device=cpu"),
         focus_seeds=(0, 1, 2),
