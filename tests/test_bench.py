@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from disncl.bench.presets import ABLATIONS, PRESETS, RunSpec
-from disncl.bench.report import stat
+from disncl.bench.report import signed, stat
 from disncl.cli import main
 from disncl.config import load_config
 from disncl.eval.probes import gaussian_mi, mi_with_baseline, probe_accuracy
@@ -82,6 +82,7 @@ def test_stat_formats_mean_and_seed_spread():
     assert stat([1.0, 3.0]) == "2.0 ± 1.4"
     assert stat([2.0]) == "2.0"
     assert stat([]) == "—" and stat([float("nan")]) == "—"
+    assert signed([18.7]) == "+18.7" and signed([-1.4]) == "-1.4" and signed([]) == "—"
 
 
 def test_bench_smoke_end_to_end_and_resume(tmp_path: Path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -42,9 +43,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{spec.name}  [{', '.join(groups)}]")
         return 0
     out = Path(args.out or f"bench_runs/{preset.name}")
+    command = "python -m disncl bench " + shlex.join(argv)
     summary = None
-    if not args.report_only:
-        summary = run_preset(preset, out, args.jobs, args.device, progress=not args.no_progress)
+    if args.report_only:
+        last = out / "bench_run.json"
+        summary = json.loads(last.read_text(encoding="utf-8")) if last.is_file() else None
+    else:
+        summary = run_preset(preset, out, args.jobs, args.device, progress=not args.no_progress, command=command)
         if summary["failed"]:
             print(f"{len(summary['failed'])} run(s) failed; see {out}/runs/NAME/error.txt — re-run to retry:",
                   file=sys.stderr)
@@ -54,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         print(f"no finished runs under {out}; run without --report-only first", file=sys.stderr)
         return 2
-    command = "python -m disncl bench " + shlex.join(argv)
+    if summary and summary.get("command"):
+        command = summary["command"]
     report = write_report(preset, results, Path(args.report or out / "BENCHMARKS.md"),
-                          Path(args.plots or out / "plots"), command.strip(), summary)
+                          Path(args.plots or out / "plots"), command, summary)
     print(f"report written to {report}")
-    return 1 if summary and summary["failed"] else 0
+    return 1 if summary and summary["failed"] and not args.report_only else 0

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from disncl.bench.presets import ABLATION_LABELS, METHODS, Preset  # noqa: E402
-from disncl.bench.worker import CODES_FILE  # noqa: E402
+from disncl.bench.worker import CODES_FILE, IMAGE_FACTORS, TEXT_FACTORS  # noqa: E402
 from disncl.io import atomic_write, atomic_write_text  # noqa: E402
 
 LABELS = {"infonce": "InfoNCE", "ncr": "NCR-style", "srem": "SREM", "disncl": "DisNCL"}
@@ -57,6 +57,12 @@ def stat(values: Iterable[float], digits: int = 1) -> str:
     if len(v) == 1:
         return f"{v[0]:.{digits}f}"
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def signed(values: list[float]) -> str:
+    """:func:`stat` with an explicit sign on the mean (for differences)."""
+    text = stat(values)
+    return text if text == "—" or text.startswith("-") else "+" + text
 
 
 def _select(results: list[Result], **spec: Any) -> list[Result]:
@@ -130,9 +136,18 @@ class Report:
         for ablation in ("", *self.preset.ablations):
             rs = self.focus("disncl", ablation)
             label = "DisNCL (all terms)" if not ablation else ABLATION_LABELS[ablation]
-            rows.append([label, str(len(rs)), stat(rsum(r, "mii") for r in rs), stat(rsum(r, "full") for r in rs),
-                         stat((auroc(r) for r in rs), 3)])
-        return _table(["DisNCL variant", "seeds", "rSum MII", "rSum full", "noise AUROC"], rows)
+            delta = signed(self.paired("disncl", "", "disncl", ablation, space="best")) if ablation else ""
+            rows.append([label, ", ".join(str(r["spec"]["seed"]) for r in rs), stat(rsum(r, "mii") for r in rs),
+                         stat(rsum(r, "full") for r in rs), stat((auroc(r) for r in rs), 3), delta])
+        return _table(["DisNCL variant", "seeds", "rSum MII", "rSum full", "noise AUROC",
+                       "Δ rSum vs all terms, same seeds"], rows)
+
+    def paired(self, base: str, base_ablation: str, other: str, other_ablation: str = "",
+               space: str = "best") -> list[float]:
+        """rSum(other) − rSum(base) at the focus cell, one value per seed both have run."""
+        a = {r["spec"]["seed"]: rsum(r, space) for r in self.focus(base, base_ablation)}
+        b = {r["spec"]["seed"]: rsum(r, space) for r in self.focus(other, other_ablation)}
+        return [b[seed] - a[seed] for seed in sorted(a.keys() & b.keys())]
 
     def confound_table(self) -> str:
         rows = []
@@ -150,8 +165,8 @@ class Report:
         rs = self.focus("disncl")
         base = self.focus("infonce")
         rows = []
-        for modality, name in (("img", "image"), ("txt", "caption")):
-            factors = list(rs[0]["probes"][f"{modality}_z"]) if rs else []
+        for modality, name, groups in (("img", "image", IMAGE_FACTORS), ("txt", "caption", TEXT_FACTORS)):
+            factors = [*groups["shared"], *groups["exclusive"]]
             for code in ("z", "u", "h"):
                 row = [f"{name} {CODE_LABELS[code]} (DisNCL)"]
                 for factor in factors:
@@ -177,17 +192,20 @@ class Report:
         """Claims checked against this run's numbers, stated whichever way they come out."""
         out = []
         f = self.preset.focus_rate
-        dis = [rsum(r) for r in self.focus("disncl")]
-        baselines = {m: [rsum(r) for r in self.focus(m)] for m in self.methods if m != "disncl"}
-        if dis and baselines:
-            best = max(baselines, key=lambda m: _mean(baselines[m]))
-            gap = _mean(dis) - _mean(baselines[best])
-            spread = max(np.std(dis, ddof=1) if len(dis) > 1 else 0.0,
-                         np.std(baselines[best], ddof=1) if len(baselines[best]) > 1 else 0.0)
-            lead = "leads" if gap > spread else ("trails" if gap < -spread else "ties (within seed spread)")
-            out.append(f"At {f:.0%} per-image noise DisNCL {lead}: rSum {_mean(dis):.1f} vs the best baseline "
-                       f"({LABELS[best]}) {_mean(baselines[best]):.1f}, difference {gap:+.1f}, "
-                       f"seed spread {spread:.1f}.")
+        for method in self.methods:
+            if method == "disncl":
+                continue
+            diffs = self.paired(method, "", "disncl")
+            if len(diffs) < 2:
+                continue
+            if all(d > 0 for d in diffs):
+                word = f"leads {LABELS[method]} on every seed"
+            elif all(d < 0 for d in diffs):
+                word = f"trails {LABELS[method]} on every seed"
+            else:
+                word = f"neither leads nor trails {LABELS[method]} (the sign changes with the seed)"
+            out.append(f"At {f:.0%} per-image noise DisNCL (MII) {word}: paired rSum differences "
+                       f"{', '.join(f'{d:+.1f}' for d in diffs)} (mean {stat(diffs)}).")
         for rate in self.preset.noise_rates:
             cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
             if all(v == v for v in cells.values()):
@@ -199,12 +217,11 @@ class Report:
             diff = np.array(mii) - np.array(full)
             out.append(f"MII-only vs full-feature similarity (DisNCL, {f:.0%} noise): {_mean(mii):.1f} vs "
                        f"{_mean(full):.1f}, paired difference {stat(diff)} (the paper's claim is MII > full).")
-        full_d = _mean(rsum(r) for r in self.focus("disncl"))
         for ablation in self.preset.ablations:
-            rs = self.focus("disncl", ablation)
-            if rs:
-                out.append(f"Ablation '{ABLATION_LABELS[ablation]}': rSum {_mean(rsum(r) for r in rs):.1f} "
-                           f"({_mean(rsum(r) for r in rs) - full_d:+.1f} vs all terms).")
+            diffs = self.paired("disncl", "", "disncl", ablation)
+            if diffs:
+                out.append(f"Ablation '{ABLATION_LABELS[ablation]}': rSum {signed(diffs)} vs all terms at the same "
+                           f"seed(s) ({len(diffs)}).")
         rs = self.focus("disncl")
         if rs and "img_u" in rs[0]["probes"]:
             for modality, excl in (("img", "background"), ("txt", "template")):
@@ -316,7 +333,7 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     lines = [
         f"# Benchmark: preset `{preset.name}`",
         "",
-        f"Generated by `{command}`. {preset.description}.",
+        f"Generated by `{command}`. {preset.description[:1].upper() + preset.description[1:]}.",
         "",
         "Synthetic benchmark (`python -m disncl synth`, generator seed 0): "
         f"{preset.data.n_train} training images × 5 captions, {preset.data.n_val} validation and "

@@ -77,9 +77,11 @@ def _run_one(job: dict[str, Any], threads: int) -> tuple[str, float, str | None]
 
 
 def run_preset(
-    preset: Preset, out: Path, jobs: int | None = None, device: str | None = None, progress: bool = True
+    preset: Preset, out: Path, jobs: int | None = None, device: str | None = None, progress: bool = True,
+    command: str = "",
 ) -> dict[str, Any]:
-    """Run every pending job of ``preset`` under ``out``; return ``{"done", "failed", "seconds"}``."""
+    """Run every pending job of ``preset`` under ``out``; the summary (also ``out/bench_run.json``) says
+    how many ran, which failed, how long it took, and the ``command`` that asked for it."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     prepare_data(preset, out, progress)
@@ -102,6 +104,7 @@ def run_preset(
     bar.close()
     summary = {
         "preset": preset.name,
+        "command": command,
         "jobs": jobs,
         "threads_per_job": threads,
         "runs": len(all_jobs),
