@@ -16,6 +16,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "no_mi": ("loss.use_mi=false",),
     "no_recon": ("loss.use_recon=false",),
     "full_similarity": ("train.select_on=full",),
+    "xcov_mi": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0"),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -23,6 +24,7 @@ ABLATION_LABELS = {
     "no_mi": "without the exclusivity (MI) bound",
     "no_recon": "without reconstruction",
     "full_similarity": "full-feature similarity instead of MII (split and selection)",
+    "xcov_mi": "MI bound replaced by a cross-covariance penalty, weight 1 (a variant, not an ablation)",
 }
 METHODS = ("infonce", "ncr", "srem", "disncl")
 
