@@ -133,7 +133,7 @@ class Report:
 
     def ablation_table(self) -> str:
         rows = []
-        for ablation in ("", *self.preset.ablations):
+        for ablation in ("", *self.preset.ablations, *self.preset.variants):
             rs = self.focus("disncl", ablation)
             label = "DisNCL (all terms)" if not ablation else ABLATION_LABELS[ablation]
             delta = signed(self.paired("disncl", "", "disncl", ablation, space="best")) if ablation else ""
@@ -184,7 +184,7 @@ class Report:
     def mi_table(self) -> str:
         """Per DisNCL variant: I(MII; MEI) with its floor, and what MII and MEI codes reveal of two factors."""
         rows = []
-        for ablation in ("", *self.preset.ablations):
+        for ablation in ("", *self.preset.ablations, *self.preset.variants):
             rs = self.focus("disncl", ablation)
             if not rs:
                 continue
@@ -210,20 +210,22 @@ class Report:
         """Claims checked against this run's numbers, stated whichever way they come out."""
         out = []
         f = self.preset.focus_rate
-        for method in self.methods:
-            if method == "disncl":
-                continue
-            diffs = self.paired(method, "", "disncl")
-            if len(diffs) < 2:
-                continue
-            if all(d > 0 for d in diffs):
-                word = f"leads {LABELS[method]} on every seed"
-            elif all(d < 0 for d in diffs):
-                word = f"trails {LABELS[method]} on every seed"
-            else:
-                word = f"neither leads nor trails {LABELS[method]} (the sign changes with the seed)"
-            out.append(f"At {f:.0%} per-image noise DisNCL (MII) {word}: paired rSum differences "
-                       f"{', '.join(f'{d:+.1f}' for d in diffs)} (mean {stat(diffs)}).")
+        for variant in ("", *self.preset.variants):
+            name = "DisNCL (MII)" if not variant else f"DisNCL with '{variant}' (MII)"
+            for method in self.methods:
+                if method == "disncl":
+                    continue
+                diffs = self.paired(method, "", "disncl", variant)
+                if len(diffs) < 2:
+                    continue
+                if all(d > 0 for d in diffs):
+                    word = f"leads {LABELS[method]} on every seed"
+                elif all(d < 0 for d in diffs):
+                    word = f"trails {LABELS[method]} on every seed"
+                else:
+                    word = f"neither leads nor trails {LABELS[method]} (the sign changes with the seed)"
+                out.append(f"At {f:.0%} per-image noise {name} {word}: paired rSum differences "
+                           f"{', '.join(f'{d:+.1f}' for d in diffs)} (mean {stat(diffs)}).")
         for rate in self.preset.noise_rates:
             cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
             if all(v == v for v in cells.values()):
@@ -235,10 +237,11 @@ class Report:
             diff = np.array(mii) - np.array(full)
             out.append(f"MII-only vs full-feature similarity (DisNCL, {f:.0%} noise): {_mean(mii):.1f} vs "
                        f"{_mean(full):.1f}, paired difference {stat(diff)} (the paper's claim is MII > full).")
-        for ablation in self.preset.ablations:
+        for ablation in (*self.preset.ablations, *self.preset.variants):
             diffs = self.paired("disncl", "", "disncl", ablation)
             if diffs:
-                out.append(f"Ablation '{ABLATION_LABELS[ablation]}': rSum {signed(diffs)} vs all terms at the same "
+                kind = "Variant" if ablation in self.preset.variants else "Ablation"
+                out.append(f"{kind} '{ABLATION_LABELS[ablation]}': rSum {signed(diffs)} vs all terms at the same "
                            f"seed(s) ({len(diffs)}).")
         rs = self.focus("disncl")
         if rs and "img_u" in rs[0]["probes"]:
@@ -367,10 +370,14 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
         "",
         f"Runs: {len(results)} ({', '.join(f'{g}: {n}' for g, n in groups.items())}).",
     ]
+    total = sum(r["wall_seconds"] for r in results)
+    lines.append(f"Compute: the runs' wall times add up to {total / 60:.1f} min (a run's time excludes starting "
+                 "Python and generating the data).")
     if run_summary:
-        lines.append(f"Wall time of the last `bench` invocation: {run_summary['seconds'] / 60:.1f} min, "
+        lines.append(f"The last `bench` invocation took {run_summary['seconds'] / 60:.1f} min, "
                      f"{run_summary['jobs']} runs at a time with {run_summary['threads_per_job']} thread(s) each "
-                     f"({run_summary['ran_now']} runs computed, failures: {len(run_summary['failed'])}).")
+                     f"({run_summary['ran_now']} runs computed, the others were already finished; failures: "
+                     f"{len(run_summary['failed'])}).")
     lines += ["", "## Verdicts", ""] + [f"- {v}" for v in rep.verdicts()]
     lines += ["", "## Test rSum vs noise rate", ""]
     for kind in preset.noise_kinds:
@@ -383,7 +390,8 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     lines += [f"## {preset.focus_rate:.0%} per-image noise over seeds {list(preset.focus_seeds)}: accuracy and cost",
               "", rep.focus_table(), "", f"![cost]({rel['cost.png']})", ""]
     if preset.ablations:
-        lines += [f"## DisNCL ablations ({preset.focus_rate:.0%} per-image noise)", "", rep.ablation_table(), ""]
+        lines += [f"## DisNCL ablations and variants ({preset.focus_rate:.0%} per-image noise)", "",
+                  rep.ablation_table(), ""]
     if preset.confound_methods and len(preset.confounds) > 1:
         lines += ["## The exclusive-information confound ρ", "",
                   "ρ: probability that a training caption's filler phrase is tied to its image's background "
