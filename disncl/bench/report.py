@@ -241,8 +241,8 @@ class Report:
             diffs = self.paired("disncl", "", "disncl", ablation)
             if diffs:
                 kind = "Variant" if ablation in self.preset.variants else "Ablation"
-                out.append(f"{kind} '{ABLATION_LABELS[ablation]}': rSum {signed(diffs)} vs all terms at the same "
-                           f"seed(s) ({len(diffs)}).")
+                label = ABLATION_LABELS[ablation].removeprefix("variant: ")
+                out.append(f"{kind} '{label}': rSum {signed(diffs)} vs all terms at the same seed(s) ({len(diffs)}).")
         rs = self.focus("disncl")
         if rs and "img_u" in rs[0]["probes"]:
             for modality, excl in (("img", "background"), ("txt", "template")):
@@ -376,7 +376,7 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     if run_summary:
         lines.append(f"The last `bench` invocation took {run_summary['seconds'] / 60:.1f} min, "
                      f"{run_summary['jobs']} runs at a time with {run_summary['threads_per_job']} thread(s) each "
-                     f"({run_summary['ran_now']} runs computed, the others were already finished; failures: "
+                     f"({run_summary['ran_now']} of {run_summary['runs']} runs computed by it; failures: "
                      f"{len(run_summary['failed'])}).")
     lines += ["", "## Verdicts", ""] + [f"- {v}" for v in rep.verdicts()]
     lines += ["", "## Test rSum vs noise rate", ""]
