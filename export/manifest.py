@@ -131,4 +131,9 @@ def evaluation_section(model_dir: Path) -> dict[str, Any] | None:
         return None
     weights = model_dir / "model.safetensors"
     up_to_date = not weights.is_file() or path.stat().st_mtime >= weights.stat().st_mtime
-    return {"file": path.name, "up_to_date": up_to_date, "result": json.loads(path.read_text(encoding="utf-8"))}
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); re-run `python -m disncl eval {run}` or delete the "
+                         "file to export this checkpoint") from exc
+    return {"file": path.name, "up_to_date": up_to_date, "result": result}

@@ -152,3 +152,12 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
     (tmp_path / "run").mkdir()
     assert main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "bundle"), "--no-progress"]) == 2
     assert "model.json" in capsys.readouterr().err
+
+
+def test_corrupt_evaluation_file_is_named(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "eval_test_best.json").write_text('{"retrieval": ', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"eval_test_best\.json: not valid JSON"):
+        export_bundle(copy / "best", tmp_path / "bundle", progress=False)
+    assert not (tmp_path / "bundle").exists()

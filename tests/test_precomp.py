@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from disncl.config import load_config
-from disncl.data.dataset import load_split
+from disncl.config import DataConfig, load_config
+from disncl.data.dataset import load_split, resolve_noise
 from disncl.data.formats import CaptionFileError
 from disncl.data.noise import NoiseIndex
 from disncl.data.precomp import PrecompError, PrecompSplit, RegionFeatures, load_precomp
@@ -159,6 +159,11 @@ def test_cc152k_tsv_with_one_caption_per_image(tmp_path: Path) -> None:
     assert ds.image_paths == ["1001", "1002", "1003"]
     assert ds.captions[0] == 'a man with a "hat"'  # quotes kept: no CSV quote processing
     np.testing.assert_array_equal(ds.cap2img, [0, 1, 2])
+    # One caption per image: an index file without a sidecar fits both conventions; data.noise_kind decides.
+    np.save(tmp_path / "noise.npy", np.array([0, 2, 1]))
+    for kind in ("caption", "image"):
+        cfg = DataConfig(precomp_root=str(tmp_path), noise_file=str(tmp_path / "noise.npy"), noise_kind=kind)
+        assert resolve_noise(cfg, ds).kind == kind
     (tmp_path / "train_caps.tsv").write_text("1001\ta caption\n1002 no tab here\n1003\tanother\n")
     with pytest.raises(CaptionFileError, match=r"train_caps.tsv, line 2: expected 'image id<TAB>caption'"):
         load_precomp(tmp_path, "train")
