@@ -112,3 +112,39 @@ def test_bench_smoke_end_to_end_and_resume(tmp_path: Path, capsys):
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
     summary = json.loads((out / "bench_run.json").read_text())
     assert summary["ran_now"] == 0 and summary["failed"] == {}
+
+
+def _result(method: str, seed: int, rsum_value: float, ablation: str = "") -> dict:
+    spaces = ("mii", "full") if method == "disncl" else ("full",)
+    return {
+        "spec": {"method": method, "noise_kind": "image", "noise_rate": 0.4, "seed": seed, "confound": 0.0,
+                 "ablation": ablation},
+        "config": {"train": {"select_on": "auto"}},
+        "probes": {},
+        "evaluation": {"retrieval": {s: {"rsum": rsum_value, "i2t_r1": 0.0, "t2i_r1": 0.0} for s in spaces},
+                       "detection": None},
+    }
+
+
+def test_verdicts_compare_methods_seed_by_seed():
+    from dataclasses import replace
+
+    from disncl.bench.report import Report
+
+    preset = replace(PRESETS["quick"], methods=("ncr", "srem", "disncl"), noise_rates=(0.4,), ablations=(),
+                     variants=("xcov_mi",))
+    results = [
+        # DisNCL beats NCR on every seed although its mean is within NCR's seed spread.
+        *(_result("ncr", s, v) for s, v in ((0, 100.0), (1, 200.0), (2, 300.0))),
+        *(_result("disncl", s, v) for s, v in ((0, 101.0), (1, 201.0), (2, 301.0))),
+        # SREM: the sign changes with the seed.
+        *(_result("srem", s, v) for s, v in ((0, 90.0), (1, 210.0), (2, 290.0))),
+        # The variant trails NCR on every seed.
+        *(_result("disncl", s, v, "xcov_mi") for s, v in ((0, 99.0), (1, 150.0), (2, 250.0))),
+    ]
+    verdicts = "\n".join(Report(preset, results).verdicts())
+    assert "DisNCL (MII) leads NCR-style on every seed: paired rSum differences +1.0, +1.0, +1.0" in verdicts
+    assert "DisNCL (MII) neither leads nor trails SREM" in verdicts
+    assert "DisNCL with 'xcov_mi' (MII) trails NCR-style on every seed" in verdicts
+    assert "Variant 'MI bound replaced by a cross-covariance penalty" in verdicts
+    assert "rSum -34.7 ± 28.3 vs all terms at the same seed(s) (3)" in verdicts
