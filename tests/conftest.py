@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,25 @@ def tiny_overrides(data_root: Path, out: Path, **extra: object) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def tiny_model_config(**overrides: object):
+    """A :class:`~disncl.models.ModelConfig` small enough to build and run in milliseconds."""
+    from disncl.models import ModelConfig
+
+    base = dict(
+        image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
+        text_width=32, text_layers=1, text_heads=2, max_text_len=12,
+        embed_dim=16, mii_dim=8, mei_dim=8, head_hidden=32,
+    )
+    base.update(overrides)
+    return ModelConfig(**base)  # type: ignore[arg-type]
+
+
+def http_status(url: str) -> int:
+    """The HTTP status a GET of ``url`` gets (error statuses returned, not raised)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code

@@ -11,15 +11,13 @@ import functools
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_overrides
+from conftest import http_status, tiny_overrides
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app tests need gradio_client (requirements.txt)")
 
@@ -254,19 +252,11 @@ def test_errors_say_what_to_change(served: Served) -> None:
         served.client.predict("   ", K, api_name="/search_text")
 
 
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 def test_only_the_gallery_root_is_served(served: Served) -> None:
     inside = served.services.gallery.image_path(0).resolve()
-    assert _status(f"{served.url}gradio_api/file={inside}") == 200
+    assert http_status(f"{served.url}gradio_api/file={inside}") == 200
     for outside in (REPO / "README.md", Path("/etc/passwd"), served.services.bundle.path.resolve() / "manifest.json"):
-        assert _status(f"{served.url}gradio_api/file={outside}") == 403
+        assert http_status(f"{served.url}gradio_api/file={outside}") == 403
 
 
 def test_app_does_not_import_torch() -> None:

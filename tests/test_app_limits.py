@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import sys
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from conftest import http_status
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app tests need gradio_client (requirements.txt)")
@@ -224,18 +224,10 @@ def test_non_finite_numbers_get_a_message() -> None:
 # ---------------------------------------------------------------------------------------------- files served
 
 
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 def test_no_file_is_served_from_outside_the_gallery_root(served: Served) -> None:
     root = served.services.gallery.root.resolve()
     file_url = f"{served.url}gradio_api/file="
-    assert _status(file_url + str(served.services.gallery.image_path(0).resolve())) == 200
+    assert http_status(file_url + str(served.services.gallery.image_path(0).resolve())) == 200
     for path in (
         root / "leak.png",  # a symlink inside the root to a file outside
         f"{root}/../secret.txt",  # climbing out with ..
@@ -243,7 +235,7 @@ def test_no_file_is_served_from_outside_the_gallery_root(served: Served) -> None
         served.outside,
         REPO / "assets" / "bundle" / "manifest.json",
     ):
-        assert _status(file_url + str(path)) in (403, 404), path
+        assert http_status(file_url + str(path)) in (403, 404), path
 
 
 # ---------------------------------------------------------------------------------------------- binding
@@ -279,7 +271,7 @@ def test_queue_keeps_no_growing_event_record(served: Served) -> None:
         served.client.predict(caption, K, api_name="/search_text")
     assert len(served.demo._queue.event_analytics) <= 1
     assert served.demo._queue.cached_event_analytics_summary == {"functions": {}}  # never computed
-    assert _status(f"{served.url}monitoring/summary") == 403
+    assert http_status(f"{served.url}monitoring/summary") == 403
 
 
 def test_unusable_bundle_is_a_one_line_error_at_startup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

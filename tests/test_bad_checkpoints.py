@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_model_config
 
 from disncl.models import CheckpointError, ModelConfig, build_model, load_model, load_weights, save_model
 
@@ -21,13 +22,8 @@ OTHER_CAPTIONS = [*CAPTIONS, "zebra unicorn dragon phoenix griffin", "kraken hyd
 
 
 def _config(**overrides: object) -> ModelConfig:
-    base = dict(
-        image_size=16, patch_size=8, vision_width=16, vision_layers=1, vision_heads=2,
-        text_width=16, text_layers=1, text_heads=2, max_text_len=8,
-        embed_dim=16, mii_dim=8, mei_dim=8, head_hidden=16,
-    )
-    base.update(overrides)
-    return ModelConfig(**base)  # type: ignore[arg-type]
+    small = dict(image_size=16, vision_width=16, text_width=16, max_text_len=8, head_hidden=16)
+    return tiny_model_config(**{**small, **overrides})
 
 
 def _save(out: Path, captions: list[str] = CAPTIONS, **overrides: object) -> Path:

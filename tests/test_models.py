@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_model_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -44,19 +45,9 @@ CAPTIONS = [
 ]
 
 
-def tiny_config(**overrides: object) -> ModelConfig:
-    base = dict(
-        image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,
-        text_width=32, text_layers=1, text_heads=2, max_text_len=12,
-        embed_dim=16, mii_dim=8, mei_dim=8, head_hidden=32,
-    )
-    base.update(overrides)
-    return ModelConfig(**base)  # type: ignore[arg-type]
-
-
 def tiny_model(**overrides: object) -> tuple[DisNCLModel, PreTrainedTokenizerFast]:
     torch.manual_seed(0)
-    return build_model(tiny_config(**overrides), CAPTIONS)
+    return build_model(tiny_model_config(**overrides), CAPTIONS)
 
 
 def batch(model: DisNCLModel, tok: PreTrainedTokenizerFast) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -282,7 +273,7 @@ def make_backbone(path: Path, with_preprocessor: bool) -> tuple[torch.nn.Module,
     """A tiny CLIP checkpoint laid out like a downloaded one."""
     torch.manual_seed(1)
     tok = train_word_tokenizer(CAPTIONS)
-    clip = build_clip(tiny_config(image_size=24, patch_size=6, embed_dim=20, max_text_len=16), tok)
+    clip = build_clip(tiny_model_config(image_size=24, patch_size=6, embed_dim=20, max_text_len=16), tok)
     # A stale EOS id in the config (as in OpenAI's checkpoints) must be replaced by the tokenizer's.
     set_text_eos_id(clip, 7)
     clip.save_pretrained(path)
@@ -338,4 +329,4 @@ def test_pretrained_backbone_defaults_to_openai_statistics(tmp_path: Path) -> No
 
 def test_from_scratch_needs_captions() -> None:
     with pytest.raises(ValueError, match="captions"):
-        build_model(tiny_config(), None)
+        build_model(tiny_model_config(), None)
