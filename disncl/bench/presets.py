@@ -40,10 +40,6 @@ class DataSpec:
     image_size: int
     confound: float = 0.0
 
-    @property
-    def name(self) -> str:
-        return f"rho{self.confound:g}"
-
 
 @dataclass(frozen=True)
 class RunSpec:

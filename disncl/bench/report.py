@@ -28,20 +28,26 @@ CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
 Result = dict[str, Any]
 
 
+def _space(r: Result, space: str) -> str:
+    """``best`` is the run's own selection space (MII for DisNCL unless ``select_on`` says otherwise)."""
+    if space != "best":
+        return space
+    select_on = r["config"]["train"]["select_on"]
+    if select_on != "auto":
+        return select_on
+    return "mii" if "mii" in r["evaluation"]["retrieval"] else "full"
+
+
 def rsum(r: Result, space: str = "best") -> float:
-    """Test rSum in ``space``; ``best`` is the method's own space (MII for DisNCL, full otherwise)."""
+    """Test rSum in ``space`` (``best``: the run's own space), NaN where the run has no such space."""
     retrieval = r["evaluation"]["retrieval"]
-    if space == "best":
-        space = r["config"]["train"]["select_on"] if r["config"]["train"]["select_on"] != "auto" else (
-            "mii" if "mii" in retrieval else "full")
+    space = _space(r, space)
     return float(retrieval[space]["rsum"]) if space in retrieval else float("nan")
 
 
 def recall1(r: Result, direction: str, space: str = "best") -> float:
-    retrieval = r["evaluation"]["retrieval"]
-    if space == "best":
-        space = "mii" if "mii" in retrieval else "full"
-    return float(retrieval[space][f"{direction}_r1"])
+    """Test R@1 of ``direction`` ("i2t" or "t2i") in ``space``."""
+    return float(r["evaluation"]["retrieval"][_space(r, space)][f"{direction}_r1"])
 
 
 def auroc(r: Result) -> float:

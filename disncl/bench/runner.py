@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from disncl.bench.presets import DataSpec, Preset, RunSpec
+from disncl.bench.presets import Preset, RunSpec
 from disncl.bench.worker import RESULT_FILE
 from disncl.data.synth import SynthConfig, generate
 from disncl.io import atomic_write_json, atomic_write_text
@@ -27,15 +27,15 @@ ERROR_FILE = "error.txt"
 JOB_FILE = "job.json"
 
 
-def data_root(out: Path, spec: DataSpec | float) -> Path:
-    rho = spec.confound if isinstance(spec, DataSpec) else spec
-    return out / "data" / f"rho{rho:g}"
+def data_root(out: Path, confound: float) -> Path:
+    """Where the bench keeps the synthetic dataset generated with confound ρ."""
+    return out / "data" / f"rho{confound:g}"
 
 
 def prepare_data(preset: Preset, out: Path, progress: bool) -> None:
     """Generate each synthetic dataset of the preset once (a complete one has ``synth.json``)."""
     for spec in preset.data_specs():
-        root = data_root(out, spec)
+        root = data_root(out, spec.confound)
         if (root / "synth.json").is_file():
             continue
         cfg = SynthConfig(n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test,

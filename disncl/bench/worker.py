@@ -122,10 +122,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     test = prepare_split(load_split(cfg.data, cfg.data.test_split), tokenizer, cfg, progress=False)
     codes = encode_codes(model, test, cfg.train.eval_batch_size, device)
     spaces = ("h", "z", "u") if cfg.train.method == "disncl" else ("h",)
-    probes, mi = probe_codes(codes, factor_labels(cfg.data.root, cfg.data.test_split), spaces)
-    labels = factor_labels(cfg.data.root, cfg.data.test_split)["img"]
+    labels = factor_labels(cfg.data.root, cfg.data.test_split)
+    probes, mi = probe_codes(codes, labels, spaces)
     np.savez_compressed(run.root / CODES_FILE, img_z=codes["img_z"], img_u=codes["img_u"], img_h=codes["img_h"],
-                        **{f"label_{k}": v for k, v in labels.items()})
+                        **{f"label_{k}": v for k, v in labels["img"].items()})
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {

@@ -283,7 +283,6 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
         scheduler = sched_factory(optimizer)
         state = TrainState(0, 0, -math.inf, -1, np.ones(len(pairs.caption), dtype=np.float32))
         if ctx.is_main:
-            run.root.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run.config, dump_yaml(cfg))
     distributed.broadcast_module(ctx, model)
 
