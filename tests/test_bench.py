@@ -29,7 +29,7 @@ def test_quick_preset_covers_the_issue_grid():
         if "seeds" in g:
             seeds[s.method].add(s.seed)
     assert all(len(v) >= 3 for v in seeds.values()), "variance needs >= 3 seeds per method at the focus cell"
-    assert {s.ablation for s, g in runs.items() if "ablation" in g} == set(ABLATIONS) - {"xcov_mi"}
+    assert {s.ablation for s, g in runs.items() if "ablation" in g} == set(ABLATIONS) - {"xcov_mi", "ema_split"}
     assert sorted(s.seed for s, g in runs.items() if "variant" in g) == [0, 1, 2]
     # The DisNCL focus run at seed 0 serves the grid, the seeds and the confound groups: run once.
     shared = RunSpec("disncl", "image", 0.4, 0)
@@ -114,15 +114,21 @@ def test_bench_smoke_end_to_end_and_resume(tmp_path: Path, capsys):
     assert summary["ran_now"] == 0 and summary["failed"] == {}
 
 
-def _result(method: str, seed: int, rsum_value: float, ablation: str = "") -> dict:
+def _result(method: str, seed: int, rsum_value: float, ablation: str = "", data_seed: int | None = None,
+            full: float | None = None) -> dict:
     spaces = ("mii", "full") if method == "disncl" else ("full",)
+    spec = {"method": method, "noise_kind": "image", "noise_rate": 0.4, "seed": seed, "confound": 0.0,
+            "ablation": ablation}
+    if data_seed is not None:  # results written before data draws existed have no data_seed
+        spec["data_seed"] = data_seed
+    retrieval = {s: {"rsum": rsum_value, "i2t_r1": 0.0, "t2i_r1": 0.0} for s in spaces}
+    if full is not None:
+        retrieval["full"]["rsum"] = full
     return {
-        "spec": {"method": method, "noise_kind": "image", "noise_rate": 0.4, "seed": seed, "confound": 0.0,
-                 "ablation": ablation},
+        "spec": spec,
         "config": {"train": {"select_on": "auto"}},
         "probes": {},
-        "evaluation": {"retrieval": {s: {"rsum": rsum_value, "i2t_r1": 0.0, "t2i_r1": 0.0} for s in spaces},
-                       "detection": None},
+        "evaluation": {"retrieval": retrieval, "detection": None},
     }
 
 
@@ -142,9 +148,58 @@ def test_verdicts_compare_methods_seed_by_seed():
         # The variant trails NCR on every seed.
         *(_result("disncl", s, v, "xcov_mi") for s, v in ((0, 99.0), (1, 150.0), (2, 250.0))),
     ]
-    verdicts = "\n".join(Report(preset, results).verdicts())
-    assert "DisNCL (MII) leads NCR-style on every seed: paired rSum differences +1.0, +1.0, +1.0" in verdicts
-    assert "DisNCL (MII) neither leads nor trails SREM" in verdicts
-    assert "DisNCL with 'xcov_mi' (MII) trails NCR-style on every seed" in verdicts
+    report = Report(preset, results)
+    verdicts = "\n".join(report.verdicts())
+    assert ("DisNCL (MII) vs NCR-style: ahead on every seed (draw 1: leads (+1.0 ± 0.0, 3 seeds); one data draw, "
+            "so a hint, not a verdict)") in verdicts
+    assert "DisNCL (MII) vs SREM: sign changes with the seed" in verdicts
+    assert "DisNCL 'xcov_mi' (MII) vs NCR-style: behind on every seed" in verdicts
     assert "Variant 'MI bound replaced by a cross-covariance penalty" in verdicts
     assert "rSum -34.7 ± 28.3 vs all terms at the same seed(s) (3)" in verdicts
+    assert "**Verdict**" not in verdicts
+    table = report.paired_table()
+    assert "| DisNCL (MII) vs NCR-style | +1.0, +1.0, +1.0 | +1.0 ± 0.0 | leads |" in table
+
+
+def test_a_verdict_needs_the_same_sign_on_both_data_draws():
+    from dataclasses import replace
+
+    from disncl.bench.report import Report
+
+    preset = replace(PRESETS["standard"], methods=("ncr", "disncl"), noise_rates=(0.4,), ablations=(), variants=(),
+                     focus_seeds=(0, 1))
+    assert preset.draws == (0, 1)
+    results = [
+        # Draw 1 (data seed 0, written before data_seed existed) and draw 2 agree: DisNCL leads NCR.
+        _result("ncr", 0, 100.0), _result("ncr", 1, 120.0),
+        _result("disncl", 0, 110.0, full=120.0), _result("disncl", 1, 125.0, full=121.0),
+        _result("ncr", 0, 90.0, data_seed=1), _result("ncr", 1, 95.0, data_seed=1),
+        _result("disncl", 0, 99.0, data_seed=1, full=100.0), _result("disncl", 1, 97.0, data_seed=1, full=98.0),
+    ]
+    report = Report(preset, results)
+    verdicts = "\n".join(report.verdicts())
+    assert ("**Verdict** at 40% per-image noise, DisNCL (MII) vs NCR-style: ahead on every seed of both data draws "
+            "(draw 1: leads (+7.5 ± 3.5, 2 seeds); draw 2: leads (+5.5 ± 4.9, 2 seeds))") in verdicts
+    # MII minus full: -10, +4 on draw 1 (mixed), -1, -1 on draw 2 (trails): no verdict.
+    assert "No verdict at 40% per-image noise, DisNCL: MII vs full features: draw 1: mixed" in verdicts
+    table = report.paired_table()
+    row = "| DisNCL (MII) vs NCR-style | +10.0, +5.0 | +7.5 ± 3.5 | leads | +9.0, +2.0 | +5.5 ± 4.9 | leads | leads |"
+    assert row in table
+    assert "| no verdict |" in table
+
+
+def test_standard_preset_runs_the_focus_cell_first_and_on_a_second_draw():
+    preset = PRESETS["standard"]
+    runs = preset.runs()
+    first = list(runs)[: len(preset.methods) * len(preset.focus_seeds)]
+    assert {(s.noise_rate, s.data_seed) for s in first} == {(0.4, 0)}
+    draw2 = [s for s, g in runs.items() if "seeds@draw2" in g]
+    assert {(s.method, s.seed) for s in draw2} == {(m, k) for m in preset.methods for k in range(5)}
+    assert all(s.data_seed == 1 and s.name.endswith(f"_d1_s{s.seed}") for s in draw2)
+    assert {(s.noise_kind, s.noise_rate) for s, g in runs.items() if "grid" in g} == {
+        *(("image", r) for r in (0.0, 0.2, 0.4, 0.6, 0.8)), ("caption", 0.4)}
+    assert {s.confound for s in runs} == {0.0, 0.5, 0.7, 0.9}
+    # --data-seed moves both draws.
+    moved = preset.with_data_seed(7)
+    assert moved.draws == (7, 8) and {s.data_seed for s in moved.runs()} == {7, 8}
+    assert {(d.seed, d.confound) for d in moved.data_specs()} == {(7, 0.0), (7, 0.5), (7, 0.7), (7, 0.9), (8, 0.0)}

@@ -147,3 +147,26 @@ def test_detection_single_class() -> None:
     assert none_flagged["noisy_f1"] == 0.0
     with pytest.raises(ValueError):
         detection_metrics(np.ones(3), np.ones(2))
+
+
+def test_exact_match_ceiling_ranks_identical_descriptions_at_random():
+    from disncl.eval.retrieval import exact_match_ceiling
+
+    # Distinct descriptions: a perfect matcher is perfect.
+    assert exact_match_ceiling(["a", "b", "c"], np.repeat(np.arange(3), 5))["rsum"] == pytest.approx(600.0)
+    # Two images share a description: t2i R@1 is a coin flip; i2t misses only when all 5 of the other image's
+    # captions come first: C(5, 5) / C(10, 5) = 1 / 252.
+    two = exact_match_ceiling(["a", "a"], np.repeat(np.arange(2), 5))
+    assert two["t2i_r1"] == pytest.approx(50.0) and two["t2i_r5"] == pytest.approx(100.0)
+    assert two["i2t_r1"] == pytest.approx(50.0)
+    assert two["i2t_r5"] == pytest.approx(100.0 * (1 - 1 / 252))
+    # Agrees with simulation: random order inside each key group.
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 4, 12)
+    cap2img = np.repeat(np.arange(12), 3)
+    hits = []
+    for _ in range(2000):
+        noise = rng.random((12, 36)) * 1e-3
+        sim = (keys[:, None] == keys[cap2img][None, :]).astype(float) + noise
+        hits.append(recall_at_k(sim, np.arange(12), cap2img)["t2i_r1"])
+    assert exact_match_ceiling(list(keys), cap2img)["t2i_r1"] == pytest.approx(np.mean(hits), abs=1.0)

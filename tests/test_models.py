@@ -259,7 +259,7 @@ def test_newer_format_version_is_refused(tmp_path: Path) -> None:
 
 def test_clip_config_dict_round_trip_through_json() -> None:
     model, _ = tiny_model()
-    clip = clip_from_config_dict(json.loads(json.dumps(clip_config_dict(model.clip))))
+    clip = clip_from_config_dict(json.loads(json.dumps(clip_config_dict(model.clip))), model.cfg)
     assert {k: v.shape for k, v in clip.state_dict().items()} == {
         k: v.shape for k, v in model.clip.state_dict().items()
     }

@@ -57,3 +57,16 @@ def test_bimodality() -> None:
     unimodal = np.random.default_rng(1).normal(1.0, 0.2, 2000)
     assert bimodality(unimodal) < bimodality(losses)
     assert bimodality(np.full(5, 1.0)) == 0.0
+
+
+def test_smoothed_clean_probability_is_the_running_average_of_eq_6c():
+    from disncl.train.noise_split import smooth_clean_probability
+
+    prev, cur = np.array([1.0, 0.0, 0.5], np.float32), np.array([0.0, 1.0, 0.5], np.float32)
+    assert np.allclose(smooth_clean_probability(prev, cur, 0.75), [0.75, 0.25, 0.5])
+    assert smooth_clean_probability(prev, cur, 0.75).dtype == np.float32
+    assert smooth_clean_probability(prev, cur, 0.0) is cur
+    with pytest.raises(ValueError, match=r"split.ema must be in \[0, 1\)"):
+        smooth_clean_probability(prev, cur, 1.0)
+    with pytest.raises(ValueError, match="shape"):
+        smooth_clean_probability(prev[:2], cur, 0.5)

@@ -175,3 +175,20 @@ def test_cli_writes_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(argv + ["--confound", "0.5", "--seed", "7"]) == 0
     assert load_config(tmp_path) == SynthConfig(n_train=4, n_val=2, n_test=2, confound=0.5, seed=7)
     assert "wrote 8 images" in capsys.readouterr().out
+
+
+def test_training_images_can_have_fewer_captions_than_eval_images(tmp_path: Path):
+    cfg = SynthConfig(n_train=6, n_val=2, n_test=3, image_size=32, train_captions_per_image=2, seed=4)
+    generate(tmp_path, cfg, progress=False)
+    counts = {split: len(_rows(tmp_path, split)) - 1 for split in ("train", "val", "test")}
+    assert counts == {"train": 12, "val": 10, "test": 15}
+    assert load_config(tmp_path) == cfg
+    # A training image's captions are the first ones it gets with five, so images and factors do not move.
+    five = tmp_path / "five"
+    generate(five, SynthConfig(n_train=6, n_val=2, n_test=3, image_size=32, seed=4), progress=False)
+    rows2 = list(csv.reader((tmp_path / "train.csv").open()))[1:]
+    rows5 = list(csv.reader((five / "train.csv").open()))[1:]
+    assert rows2 == [r for k, r in enumerate(rows5) if k % 5 < 2]
+    assert load_factors(tmp_path, "train").caption_factors["image"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    with pytest.raises(ValueError, match="train_captions_per_image"):
+        SynthConfig(train_captions_per_image=-1)

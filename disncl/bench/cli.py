@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="bench directory for data, runs and results (default: bench_runs/PRESET); "
                    "re-running the same command skips finished runs and resumes interrupted ones")
     p.add_argument("--jobs", type=int, help="runs at a time (default: the preset's; threads are split evenly)")
+    p.add_argument("--data-seed", type=int, help="redraw the synthetic data with this generator seed (default: the "
+                   "preset's, 0); with a second draw, the focus cell also runs on seed + 1")
     p.add_argument("--device", help="override train.device for every run (auto | cpu | cuda)")
     p.add_argument("--report", help="markdown report path (default: OUT/BENCHMARKS.md)")
     p.add_argument("--plots", help="folder for the PNG plots (default: OUT/plots)")
@@ -38,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     if args.jobs is not None and args.jobs < 1:
         _parser().error("--jobs must be >= 1")
+    if args.data_seed is not None:
+        if args.data_seed < 0:
+            _parser().error("--data-seed must be >= 0")
+        preset = preset.with_data_seed(args.data_seed)
     if args.list:
         for spec, groups in preset.runs().items():
             print(f"{spec.name}  [{', '.join(groups)}]")

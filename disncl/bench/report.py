@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from disncl.bench.presets import ABLATION_LABELS, METHODS, Preset  # noqa: E402
+from disncl.bench.presets import ABLATION_LABELS, METHODS, Preset, RunSpec  # noqa: E402
 from disncl.bench.worker import CODES_FILE, IMAGE_FACTORS, TEXT_FACTORS  # noqa: E402
 from disncl.io import atomic_write, atomic_write_text  # noqa: E402
 
 LABELS = {"infonce": "InfoNCE", "ncr": "NCR-style", "srem": "SREM", "disncl": "DisNCL"}
 COLOURS = {"infonce": "tab:gray", "ncr": "tab:blue", "srem": "tab:green", "disncl": "tab:red"}
 CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
+# Convergence is read from the change in validation rSum over this many final epochs.
+LAST_EPOCHS = 3
 Result = dict[str, Any]
 
 
@@ -71,8 +74,21 @@ def signed(values: list[float]) -> str:
     return text if text == "—" or text.startswith("-") else "+" + text
 
 
+# Results written before a RunSpec field existed read as that field's default.
+_SPEC_DEFAULTS = {f.name: f.default for f in fields(RunSpec) if f.default is not MISSING}
+
+
 def _select(results: list[Result], **spec: Any) -> list[Result]:
-    return [r for r in results if all(r["spec"].get(k) == v for k, v in spec.items())]
+    return [r for r in results if all(r["spec"].get(k, _SPEC_DEFAULTS.get(k)) == v for k, v in spec.items())]
+
+
+def classify(diffs: list[float]) -> str:
+    """``leads`` / ``trails`` when every paired difference has that sign, else ``mixed``."""
+    if diffs and all(d > 0 for d in diffs):
+        return "leads"
+    if diffs and all(d < 0 for d in diffs):
+        return "trails"
+    return "mixed"
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -94,16 +110,19 @@ class Report:
         self.results = results
         self.methods = [m for m in METHODS if m in preset.methods]
 
-    def cell(self, method: str, kind: str, rate: float, ablation: str = "", confound: float = 0.0) -> list[Result]:
+    def cell(self, method: str, kind: str, rate: float, ablation: str = "", confound: float = 0.0,
+             draw: int | None = None) -> list[Result]:
+        """Runs of one grid cell on data draw ``draw`` (default: the preset's first draw)."""
         return _select(self.results, method=method, noise_kind=kind, noise_rate=rate, ablation=ablation,
-                       confound=confound)
+                       confound=confound, data_seed=self.preset.draws[0] if draw is None else draw)
 
-    def focus(self, method: str, ablation: str = "") -> list[Result]:
-        return self.cell(method, "image", self.preset.focus_rate, ablation)
+    def focus(self, method: str, ablation: str = "", draw: int | None = None) -> list[Result]:
+        return self.cell(method, "image", self.preset.focus_rate, ablation, draw=draw)
 
     # ------------------------------------------------------------------------------------ tables
-    def grid_table(self, kind: str, metric: Callable[[Result], float], digits: int = 1) -> str:
-        rates = self.preset.noise_rates
+    def grid_table(self, kind: str, metric: Callable[[Result], float], digits: int = 1,
+                   rates: tuple[float, ...] | None = None) -> str:
+        rates = self.preset.noise_rates if rates is None else rates
         rows = []
         for method in self.methods:
             spaces = ("mii", "full") if method == "disncl" else ("full",)
@@ -116,8 +135,8 @@ class Report:
                 rows.append(row)
         return _table(["method"] + [f"{rate:.0%} noise" for rate in rates], rows)
 
-    def auroc_table(self, kind: str) -> str:
-        rates = [r for r in self.preset.noise_rates if r > 0]
+    def auroc_table(self, kind: str, rates: tuple[float, ...] | None = None) -> str:
+        rates = [r for r in (self.preset.noise_rates if rates is None else rates) if r > 0]
         rows = [[LABELS[m]] + [stat((auroc(r) for r in self.cell(m, kind, rate)), 3) for rate in rates]
                 for m in self.methods]
         return _table(["method"] + [f"{rate:.0%} noise" for rate in rates], rows)
@@ -149,11 +168,89 @@ class Report:
                        "Δ rSum vs all terms, same seeds"], rows)
 
     def paired(self, base: str, base_ablation: str, other: str, other_ablation: str = "",
-               space: str = "best") -> list[float]:
-        """rSum(other) − rSum(base) at the focus cell, one value per seed both have run."""
-        a = {r["spec"]["seed"]: rsum(r, space) for r in self.focus(base, base_ablation)}
-        b = {r["spec"]["seed"]: rsum(r, space) for r in self.focus(other, other_ablation)}
+               space: str = "best", draw: int | None = None, other_space: str | None = None) -> list[float]:
+        """rSum(other) − rSum(base) at the focus cell of ``draw``, one value per seed both have run."""
+        a = {r["spec"]["seed"]: rsum(r, space) for r in self.focus(base, base_ablation, draw)}
+        b = {r["spec"]["seed"]: rsum(r, other_space or space) for r in self.focus(other, other_ablation, draw)}
         return [b[seed] - a[seed] for seed in sorted(a.keys() & b.keys())]
+
+    def rate_table(self) -> str:
+        """DisNCL (own space) minus each baseline, paired by seed, at every noisy cell of the grid."""
+        cells = [("image", rate) for rate in self.preset.noise_rates if rate > 0]
+        cells += [("caption", rate) for rate in self.preset.caption_rates]
+        rows = []
+        for kind, rate in cells:
+            ours = {r["spec"]["seed"]: rsum(r) for r in self.cell("disncl", kind, rate)}
+            row = [f"{rate:.0%} per {kind}"]
+            for method in self.methods:
+                if method == "disncl":
+                    continue
+                theirs = {r["spec"]["seed"]: rsum(r) for r in self.cell(method, kind, rate)}
+                diffs = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
+                row.append(f"{signed(diffs)} ({classify(diffs) if len(diffs) >= 2 else 'one seed'})" if diffs
+                           else "—")
+            rows.append(row)
+        return _table(["cell"] + [f"DisNCL − {LABELS[m]}" for m in self.methods if m != "disncl"], rows)
+
+    def comparisons(self) -> list[tuple[str, tuple[str, str, str], tuple[str, str, str]]]:
+        """The claims the bench checks: (label, base run, other run), each run as (method, ablation, space)."""
+        out = []
+        for variant in ("", *self.preset.variants):
+            name = "DisNCL" if not variant else f"DisNCL '{variant}'"
+            out += [(f"{name} (MII) vs {LABELS[m]}", (m, "", "best"), ("disncl", variant, "best"))
+                    for m in self.methods if m != "disncl"]
+            out.append((f"{name}: MII vs full features", ("disncl", variant, "full"), ("disncl", variant, "mii")))
+            if variant:
+                out.append((f"{name} vs DisNCL default (MII)", ("disncl", "", "best"), ("disncl", variant, "best")))
+        return out
+
+    def paired_table(self) -> str:
+        """Paired per-seed differences at the focus cell, on every data draw, and whether the sign holds."""
+        rows = []
+        for label, (bm, ba, bs), (om, oa, os_) in self.comparisons():
+            row, kinds = [label], []
+            for draw in self.preset.draws:
+                diffs = self.paired(bm, ba, om, oa, space=bs, draw=draw, other_space=os_)
+                kinds.append(classify(diffs) if len(diffs) >= 2 else "")
+                row += [", ".join(f"{d:+.1f}" for d in diffs) or "—", signed(diffs), kinds[-1]]
+            if len(self.preset.draws) > 1:
+                row.append(kinds[0] if kinds[0] in ("leads", "trails") and len(set(kinds)) == 1 else "no verdict")
+            rows.append(row)
+        header = ["comparison (other − base)"]
+        for k, draw in enumerate(self.preset.draws):
+            tag = f"draw {k + 1} (data seed {draw})"
+            header += [f"{tag}: per seed", f"{tag}: mean ± sd", f"{tag}: sign"]
+        if len(self.preset.draws) > 1:
+            header.append("verdict (holds on both draws)")
+        return _table(header, rows)
+
+    def convergence_table(self) -> str:
+        """Per method at 0 % and the focus rate: selected epoch, final validation rSum, drift over the last epochs."""
+        rows = []
+        for rate in sorted({0.0, self.preset.focus_rate} & set(self.preset.noise_rates)):
+            for method in self.methods:
+                curves = [_val_curve(r) for r in self.cell(method, "image", rate)]
+                curves = [c for c in curves if len(c) > LAST_EPOCHS]
+                if not curves:
+                    continue
+                rows.append([
+                    f"{LABELS[method]}, {rate:.0%} noise", str(len(curves)), str(len(curves[0])),
+                    stat(float(np.argmax(c) + 1) for c in curves),
+                    stat(float(max(c)) for c in curves), stat(float(c[-1]) for c in curves),
+                    signed([float(c[-1] - c[-1 - LAST_EPOCHS]) for c in curves]),
+                ])
+        return _table(["method, cell", "runs", "epochs", "selected (best val) epoch", "best val rSum",
+                       "last-epoch val rSum", f"change over the last {LAST_EPOCHS} epochs"], rows)
+
+    def ceiling_line(self) -> str:
+        """Clean InfoNCE test rSum beside the exact-match ceiling of the test split."""
+        rs = self.cell("infonce", "image", 0.0)
+        ceilings = [r["ceiling"]["rsum"] for r in rs if r.get("ceiling")]
+        if not rs or not ceilings:
+            return ""
+        return (f"Clean InfoNCE reaches test rSum {stat(rsum(r) for r in rs)} against the test split's exact-match "
+                f"ceiling of {ceilings[0]:.1f} (a model that matches every description perfectly but ranks images "
+                "with identical descriptions at random; docs/method.md Eq. 11c).")
 
     def confound_table(self) -> str:
         rows = []
@@ -216,33 +313,31 @@ class Report:
         """Claims checked against this run's numbers, stated whichever way they come out."""
         out = []
         f = self.preset.focus_rate
-        for variant in ("", *self.preset.variants):
-            name = "DisNCL (MII)" if not variant else f"DisNCL with '{variant}' (MII)"
-            for method in self.methods:
-                if method == "disncl":
-                    continue
-                diffs = self.paired(method, "", "disncl", variant)
-                if len(diffs) < 2:
-                    continue
-                if all(d > 0 for d in diffs):
-                    word = f"leads {LABELS[method]} on every seed"
-                elif all(d < 0 for d in diffs):
-                    word = f"trails {LABELS[method]} on every seed"
-                else:
-                    word = f"neither leads nor trails {LABELS[method]} (the sign changes with the seed)"
-                out.append(f"At {f:.0%} per-image noise {name} {word}: paired rSum differences "
-                           f"{', '.join(f'{d:+.1f}' for d in diffs)} (mean {stat(diffs)}).")
+        draws = self.preset.draws
+        for label, (bm, ba, bs), (om, oa, os_) in self.comparisons():
+            per_draw = [self.paired(bm, ba, om, oa, space=bs, draw=d, other_space=os_) for d in draws]
+            if len(per_draw[0]) < 2:
+                continue
+            kinds = [classify(d) for d in per_draw]
+            seen = "; ".join(f"draw {k + 1}: {kind} ({signed(d)}, {len(d)} seeds)"
+                             for k, (kind, d) in enumerate(zip(kinds, per_draw, strict=True)) if d)
+            if len(draws) == 1:
+                word = {"leads": "ahead on every seed", "trails": "behind on every seed",
+                        "mixed": "sign changes with the seed"}[kinds[0]]
+                out.append(f"At {f:.0%} per-image noise, {label}: {word} ({seen}; one data draw, so a hint, not a "
+                           "verdict).")
+            elif all(per_draw) and kinds[0] in ("leads", "trails") and len(set(kinds)) == 1:
+                word = "ahead" if kinds[0] == "leads" else "behind"
+                out.append(f"**Verdict** at {f:.0%} per-image noise, {label}: {word} on every seed of both data "
+                           f"draws ({seen}).")
+            else:
+                out.append(f"No verdict at {f:.0%} per-image noise, {label}: {seen}.")
         for rate in self.preset.noise_rates:
             cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
             if all(v == v for v in cells.values()):
                 winner = max(cells, key=cells.get)
                 out.append(f"{rate:.0%} noise: highest rSum {LABELS[winner]} ({cells[winner]:.1f}); " + ", ".join(
                     f"{LABELS[m]} {v:.1f}" for m, v in cells.items() if m != winner) + ".")
-        mii, full = [rsum(r, "mii") for r in self.focus("disncl")], [rsum(r, "full") for r in self.focus("disncl")]
-        if mii:
-            diff = np.array(mii) - np.array(full)
-            out.append(f"MII-only vs full-feature similarity (DisNCL, {f:.0%} noise): {_mean(mii):.1f} vs "
-                       f"{_mean(full):.1f}, paired difference {stat(diff)} (the paper's claim is MII > full).")
         for ablation in (*self.preset.ablations, *self.preset.variants):
             diffs = self.paired("disncl", "", "disncl", ablation)
             if diffs:
@@ -269,7 +364,8 @@ class Report:
                    self._plot_recall1(folder / "r1_vs_noise.png"),
                    self._plot_vs_noise(folder / "auroc_vs_noise.png", "noise-detection AUROC (GMM)",
                                        lambda r, s: auroc(r), spaces_for_disncl=("mii",), skip_zero=True),
-                   self._plot_cost(folder / "cost.png")]
+                   self._plot_cost(folder / "cost.png"),
+                   self._plot_curves(folder / "val_curves.png")]
         tsne = self._plot_tsne(folder / "tsne_mii_mei.png")
         return written + ([tsne] if tsne else [])
 
@@ -308,6 +404,24 @@ class Report:
             ax.legend(fontsize=8)
         return _save(fig, path)
 
+    def _plot_curves(self, path: Path) -> Path:
+        """Validation rSum per epoch (mean over seeds) at 0 % noise and at the focus rate: does training converge?"""
+        rates = sorted({0.0, self.preset.focus_rate} & set(self.preset.noise_rates))
+        fig, axes = plt.subplots(1, len(rates), figsize=(5.5 * len(rates), 4), squeeze=False)
+        for ax, rate in zip(axes[0], rates, strict=True):
+            for method in self.methods:
+                curves = [_val_curve(r) for r in self.cell(method, "image", rate)]
+                if not curves:
+                    continue
+                n = min(len(c) for c in curves)
+                mean = np.mean([c[:n] for c in curves], axis=0)
+                ax.plot(np.arange(1, n + 1), mean, marker=".", color=COLOURS[method],
+                        label=f"{LABELS[method]} ({len(curves)} seeds)")
+            ax.set(xlabel="epoch", ylabel="validation rSum (selection space)", title=f"{rate:.0%} per-image noise")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        return _save(fig, path)
+
     def _plot_cost(self, path: Path) -> Path:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         names = [LABELS[m] for m in self.methods]
@@ -339,6 +453,12 @@ class Report:
         return _save(fig, path)
 
 
+def _val_curve(r: Result) -> np.ndarray:
+    """Validation rSum per epoch in the run's selection space."""
+    space = _space(r, "best")
+    return np.array([c["val_rsum"][space] for c in r["training"]["curve"]], dtype=float)
+
+
 def _mi_cell(rs: list[Result], modality: str) -> str:
     mi = stat((r["mi"][modality]["mi"] for r in rs), 2)
     return f"{mi} ({stat((r['mi'][modality]['mi_shuffled'] for r in rs), 2)})"
@@ -367,7 +487,8 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
         "",
         f"Generated by `{command}`. {preset.description[:1].upper() + preset.description[1:]}.",
         "",
-        "Synthetic benchmark (`python -m disncl synth`, generator seed 0): "
+        f"Synthetic benchmark (`python -m disncl synth`, generator seed {preset.data.seed}"
+        + (f"; the focus cell also on seed {preset.draws[1]}" if len(preset.draws) > 1 else "") + "): "
         f"{preset.data.n_train} training images × 5 captions, {preset.data.n_val} validation and "
         f"{preset.data.n_test} clean test images, {preset.data.image_size}×{preset.data.image_size} px. "
         "Every run uses the same data, model size and schedule; the seed sets both the model initialisation and "
@@ -384,15 +505,34 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
                      f"{run_summary['jobs']} runs at a time with {run_summary['threads_per_job']} thread(s) each "
                      f"({run_summary['ran_now']} of {run_summary['runs']} runs computed by it; failures: "
                      f"{len(run_summary['failed'])}).")
-    lines += ["", "## Verdicts", ""] + [f"- {v}" for v in rep.verdicts()]
-    lines += ["", "## Test rSum vs noise rate", ""]
+    lines += ["", "## Verdicts", ""]
+    if len(preset.draws) > 1:
+        lines += [f"A claim is a verdict only when its paired per-seed differences have the same sign on every seed "
+                  f"of both data draws (generator seeds {' and '.join(map(str, preset.draws))}); the rest are "
+                  "stated as what they are.", ""]
+    lines += [f"- {v}" for v in rep.verdicts()]
+    lines += ["", f"## Paired differences at {preset.focus_rate:.0%} per-image noise (same seed, same noise draw)", "",
+              "rSum of the second named run minus the first, seed by seed; ± is the sd over seeds of the paired "
+              "difference.", "", rep.paired_table(), ""]
+    lines += ["## Test rSum vs noise rate", ""]
+    if rep.ceiling_line():
+        lines += [rep.ceiling_line(), ""]
     for kind in preset.noise_kinds:
         lines += [f"{kind} convention (per-{kind} noise):", "", rep.grid_table(kind, rsum), ""]
+    extra = tuple(r for r in preset.caption_rates if "caption" not in preset.noise_kinds)
+    if extra:
+        lines += ["caption convention (per-caption noise):", "", rep.grid_table("caption", rsum, rates=extra), ""]
+    lines += ["DisNCL minus each baseline, paired by seed, per cell (the grid's seeds, one data draw):", "",
+              rep.rate_table(), ""]
     lines += [f"![rSum vs noise]({rel['rsum_vs_noise.png']})", "", f"![R@1 vs noise]({rel['r1_vs_noise.png']})", ""]
     lines += ["## Noise-detection AUROC (GMM clean probability vs ground truth)", ""]
     for kind in preset.noise_kinds:
         lines += [f"{kind} convention:", "", rep.auroc_table(kind), ""]
+    if extra:
+        lines += ["caption convention:", "", rep.auroc_table("caption", extra), ""]
     lines += [f"![AUROC vs noise]({rel['auroc_vs_noise.png']})", ""]
+    lines += ["## Convergence", "", "Validation rSum per epoch; the checkpoint kept is the best validation epoch.", "",
+              rep.convergence_table(), "", f"![validation curves]({rel['val_curves.png']})", ""]
     lines += [f"## {preset.focus_rate:.0%} per-image noise over seeds {list(preset.focus_seeds)}: accuracy and cost",
               "", rep.focus_table(), "", f"![cost]({rel['cost.png']})", ""]
     if preset.ablations:

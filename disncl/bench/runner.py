@@ -27,24 +27,24 @@ ERROR_FILE = "error.txt"
 JOB_FILE = "job.json"
 
 
-def data_root(out: Path, confound: float) -> Path:
-    """Where the bench keeps the synthetic dataset generated with confound ρ."""
-    return out / "data" / f"rho{confound:g}"
+def data_root(out: Path, confound: float, seed: int = 0) -> Path:
+    """Where the bench keeps the synthetic dataset generated with confound ρ and generator ``seed``."""
+    return out / "data" / (f"rho{confound:g}" + (f"_d{seed}" if seed else ""))
 
 
 def prepare_data(preset: Preset, out: Path, progress: bool) -> None:
     """Generate each synthetic dataset of the preset once (a complete one has ``synth.json``)."""
     for spec in preset.data_specs():
-        root = data_root(out, spec.confound)
+        root = data_root(out, spec.confound, spec.seed)
         if (root / "synth.json").is_file():
             continue
         cfg = SynthConfig(n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test,
-                          image_size=spec.image_size, confound=spec.confound, seed=0)
+                          image_size=spec.image_size, confound=spec.confound, seed=spec.seed)
         generate(root, cfg, progress=progress)
 
 
 def _job(preset: Preset, spec: RunSpec, groups: list[str], out: Path, threads: int, device: str | None) -> dict:
-    overrides = spec.overrides(preset, str(data_root(out, spec.confound)))
+    overrides = spec.overrides(preset, str(data_root(out, spec.confound, spec.data_seed)))
     overrides.append(f"train.num_threads={threads}")
     if device:
         overrides.append(f"train.device={device}")

@@ -22,6 +22,7 @@ from disncl.config import load_config
 from disncl.data.dataset import load_split
 from disncl.data.synth import load_factors
 from disncl.eval.probes import mi_with_baseline, probe_accuracy
+from disncl.eval.retrieval import exact_match_ceiling
 from disncl.io import atomic_write_json
 from disncl.models.checkpoint import load_model
 from disncl.models.disncl import DisNCLModel
@@ -138,6 +139,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "training": summarize_log(run.log),
         "probes": probes,
         "mi": mi,
+        "ceiling": exact_match_ceiling(load_factors(cfg.data.root, cfg.data.test_split).image_shared_key,
+                                       test.ds.cap2img),
         "peak_rss_mb": round(peak_mb, 1),
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),

@@ -113,3 +113,32 @@ def retrieval_report(
         img_ids, cap_ids = _key_ids(list(img_keys), list(cap_keys))
         out.update({f"semantic_{k}": v for k, v in recall_at_k(sim, img_ids, cap_ids).items()})
     return out
+
+
+def exact_match_ceiling(img_keys: Sequence[Hashable], cap2img: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+                        ) -> dict[str, float]:
+    """Expected standard recall of a model that matches descriptions perfectly but no more (Eq. 11c).
+
+    Images with equal keys cannot be told apart from their captions, so such a model ranks every
+    item of the query's key group first, in random order. Text→image: a caption whose image shares
+    its key with ``n`` images is found in the top ``K`` with probability ``min(1, K / n)``.
+    Image→text: with ``M`` captions in the group, ``m`` of them the query's own, the top ``K`` holds
+    one of its own with probability ``1 - C(M - m, K) / C(M, K)``. Returns the same keys as
+    :func:`recall_at_k` (percentages and ``rsum``).
+    """
+    cap2img = np.asarray(cap2img).reshape(-1)
+    img_ids, _ = _key_ids(list(img_keys), [])
+    group_images = np.bincount(img_ids)[img_ids]
+    own_caps = np.bincount(cap2img, minlength=len(img_ids))
+    group_caps = np.bincount(img_ids, weights=own_caps)[img_ids]
+    out: dict[str, float] = {}
+    for k in ks:
+        miss = np.ones(len(img_ids))
+        # C(M - m, K) / C(M, K) = prod_{j<K} (M - m - j) / (M - j), zero once M - m - j reaches 0.
+        for j in range(k):
+            miss *= np.clip(group_caps - own_caps - j, 0, None) / np.maximum(group_caps - j, 1)
+        out[f"i2t_r{k}"] = float(100.0 * np.mean((1.0 - miss)[own_caps > 0]))
+    for k in ks:
+        out[f"t2i_r{k}"] = float(100.0 * np.mean(np.minimum(1.0, k / group_images[cap2img])))
+    out["rsum"] = float(sum(out.values()))
+    return out

@@ -77,6 +77,11 @@ def build_model(cfg: ModelConfig, captions: list[str] | None) -> tuple[DisNCLMod
             f"model.backbone={cfg.backbone!r} is a CLIP checkpoint but model.arch=precomp trains its region "
             "and GRU towers from scratch; unset model.backbone or use model.arch=clip"
         )
+    if cfg.vision_arch != "vit" and (cfg.backbone is not None or cfg.arch != "clip"):
+        raise ValueError(
+            f"model.vision_arch={cfg.vision_arch!r} builds its own image tower from scratch for model.arch=clip; "
+            "it cannot be combined with model.backbone or model.arch=precomp"
+        )
     if cfg.backbone is None:
         if not captions:
             raise ValueError("training a tokenizer from scratch needs captions (cfg.backbone is None)")
@@ -175,7 +180,7 @@ def load_model(
     meta = _read_meta(src / META_FILE)
     cfg = _config_from_dict(meta["model_config"], src / META_FILE)
     try:
-        towers = PrecompTowers(cfg) if cfg.arch == "precomp" else clip_from_config_dict(meta["clip_config"])
+        towers = PrecompTowers(cfg) if cfg.arch == "precomp" else clip_from_config_dict(meta["clip_config"], cfg)
         model = DisNCLModel(cfg, towers)
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{src / META_FILE}: cannot rebuild the architecture: {exc}") from exc

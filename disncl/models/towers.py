@@ -11,13 +11,16 @@ from torch import Tensor
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, PreTrainedTokenizerBase
 
 from .config import ModelConfig
+from .conv_vision import attach_conv_vision
 
 
 def build_clip(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> CLIPModel:
     """A randomly initialised CLIP sized by ``cfg``, with vocabulary and special ids from ``tokenizer``.
 
     The vocabulary size is ``len(tokenizer)`` (``cfg.vocab_size`` is not read); the MLP width
-    is 4x the model width as in CLIP.
+    is 4x the model width as in CLIP. With ``cfg.vision_arch="convnext"`` the ViT is replaced by
+    :class:`~disncl.models.conv_vision.ConvVisionTower`; the CLIP config then keeps a one-layer
+    placeholder vision config (its weights are discarded) and ``cfg`` describes the real tower.
     """
     if cfg.max_text_len < 2:
         raise ValueError(f"max_text_len={cfg.max_text_len} leaves no room for BOS and EOS")
@@ -33,16 +36,20 @@ def build_clip(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> CLIPMode
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    conv = cfg.vision_arch == "convnext"
     vision = CLIPVisionConfig(
-        hidden_size=cfg.vision_width,
-        intermediate_size=4 * cfg.vision_width,
-        num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=cfg.vision_heads,
+        hidden_size=8 if conv else cfg.vision_width,
+        intermediate_size=8 if conv else 4 * cfg.vision_width,
+        num_hidden_layers=1 if conv else cfg.vision_layers,
+        num_attention_heads=1 if conv else cfg.vision_heads,
         image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
+        patch_size=cfg.image_size if conv else cfg.patch_size,
         projection_dim=cfg.embed_dim,
     )
-    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg.embed_dim))
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg.embed_dim))
+    if conv:
+        attach_conv_vision(clip, cfg)
+    return clip
 
 
 def load_clip(path: str | os.PathLike[str]) -> CLIPModel:
@@ -56,9 +63,15 @@ def clip_config_dict(model: CLIPModel) -> dict[str, Any]:
     return json.loads(model.config.to_json_string(use_diff=False))
 
 
-def clip_from_config_dict(d: dict[str, Any]) -> CLIPModel:
-    """Rebuild the architecture described by :func:`clip_config_dict` with random weights, offline."""
-    return CLIPModel(CLIPConfig.from_dict(d))
+def clip_from_config_dict(d: dict[str, Any], cfg: ModelConfig) -> CLIPModel:
+    """Rebuild the architecture described by :func:`clip_config_dict` (and ``cfg``'s image tower), offline.
+
+    The weights are random; ``cfg.vision_arch="convnext"`` attaches the convolutional tower it describes.
+    """
+    clip = CLIPModel(CLIPConfig.from_dict(d))
+    if cfg.vision_arch == "convnext":
+        attach_conv_vision(clip, cfg)
+    return clip
 
 
 def text_eos_id(model: CLIPModel) -> int:

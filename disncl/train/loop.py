@@ -32,7 +32,7 @@ from disncl.models.tokenizer import tokenize
 from disncl.train import distributed
 from disncl.train.distributed import DistContext
 from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
-from disncl.train.noise_split import clean_probability
+from disncl.train.noise_split import clean_probability, smooth_clean_probability
 from disncl.train.objective import batch_objective
 from disncl.train.scoring import pair_table, per_pair_loss, write_pair_scores
 from disncl.train.state import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
@@ -119,12 +119,15 @@ def score_training_pairs(
 
 
 def score_embeddings(
-    emb: Embeddings, pairs: NoisyPairs, cfg: RunConfig
+    emb: Embeddings, pairs: NoisyPairs, cfg: RunConfig, previous: np.ndarray | None = None
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """:func:`score_training_pairs` on embeddings already computed."""
+    """:func:`score_training_pairs` on embeddings already computed; ``previous`` (the last epoch's clean
+    probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c)."""
     img, txt = emb.space(cfg.selection_space())
     loss = per_pair_loss(img, txt, pairs, cfg.loss.tau, cfg.train.batch_size, cfg.train.seed)
     prob = clean_probability(loss, cfg.split).astype(np.float32)
+    if previous is not None:
+        prob = smooth_clean_probability(previous, prob, cfg.split.ema)
     return pair_table(emb, pairs, loss, prob, cfg.selection_space()), prob
 
 
@@ -335,7 +338,8 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
         emb = encode_sharded(model, train_data, cfg, device, ctx)
         prob = np.empty(len(pairs.caption), dtype=np.float32)
         if ctx.is_main:
-            table, prob = score_embeddings(emb, pairs, cfg)
+            # The first scoring pass has nothing to average with (the initial all-ones is not an estimate).
+            table, prob = score_embeddings(emb, pairs, cfg, state.clean_prob if epoch > 0 else None)
             write_pair_scores(run.pair_scores, table, train_ds, pairs.is_clean if gt_known else None)
         state.clean_prob = distributed.broadcast_array(ctx, prob)
         val_emb = encode_sharded(model, val_data, cfg, device, ctx)

@@ -23,6 +23,8 @@ class SplitConfig:
     reg_covar: float = 5e-4
     threshold: float = 0.5
     seed: int = 0
+    # Weight of the previous epoch's clean probability in its running average (Eq. 6c); 0 = no smoothing.
+    ema: float = 0.0
 
 
 def _normalised(losses: np.ndarray) -> np.ndarray | None:
@@ -84,6 +86,21 @@ def clean_probability(losses: np.ndarray, cfg: SplitConfig = SplitConfig()) -> n
     gmm = _fit_gmm(x, cfg)
     posterior = gmm.predict_proba(x.reshape(-1, 1))
     return np.clip(posterior[:, int(np.argmin(gmm.means_.reshape(-1)))], 0.0, 1.0)
+
+
+def smooth_clean_probability(previous: np.ndarray, current: np.ndarray, ema: float) -> np.ndarray:
+    """Running average of the clean probability across epochs (Eq. 6c in docs/method.md).
+
+    w_t = ema * w_{t-1} + (1 - ema) * w'_t, where w'_t is this epoch's Eq. 6 posterior. ``ema = 0``
+    returns ``current``. One epoch's GMM can flip pairs near the boundary; averaging keeps a pair's
+    weight from jumping with it (CRCL and GSC smooth their targets the same way).
+    """
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"split.ema must be in [0, 1), got {ema}")
+    prev, cur = np.asarray(previous), np.asarray(current)
+    if prev.shape != cur.shape:
+        raise ValueError(f"previous clean probability has shape {prev.shape}, current {cur.shape}")
+    return cur if ema == 0.0 else (ema * prev + (1.0 - ema) * cur).astype(cur.dtype)
 
 
 def bimodality(losses: np.ndarray, cfg: SplitConfig = SplitConfig()) -> float:
