@@ -163,17 +163,17 @@ def test_corrupt_evaluation_file_is_named(run: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "bundle").exists()
 
 
-def test_convnext_image_tower_trains_saves_exports_and_serves(tiny_synth: Path, tmp_path: Path) -> None:
+def test_resnet_image_tower_trains_saves_exports_and_serves(tiny_synth: Path, tmp_path: Path) -> None:
     """The benchmark's convolutional tower goes through the same checkpoint, ONNX and bundle path as CLIP's ViT."""
     out = tmp_path / "run"
-    conv = {"train.epochs": 1, "model.vision_arch": "convnext", "model.conv_patch": 2, "model.conv_widths": "[8,16]",
+    conv = {"train.epochs": 1, "model.vision_arch": "resnet", "model.conv_widths": "[8,16]",
             "model.conv_depths": "[1,1]", "model.conv_grid": 2}
     train(load_config(None, tiny_overrides(tiny_synth, out, **conv)), progress=False)
     model, _ = load_model(out / "best")
     assert type(model.clip.vision_model).__name__ == "ConvVisionTower"
     assert model.clip.visual_projection.in_features == 16 * 2 * 2
     manifest = export_bundle(out / "best", tmp_path / "bundle", progress=False)
-    assert manifest["parity"]["passed"] and manifest["model_config"]["vision_arch"] == "convnext"
+    assert manifest["parity"]["passed"] and manifest["model_config"]["vision_arch"] == "resnet"
     bundle = Bundle.load(tmp_path / "bundle", providers=[CPU])
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     served = bundle.encode_images(images)
@@ -182,14 +182,13 @@ def test_convnext_image_tower_trains_saves_exports_and_serves(tiny_synth: Path, 
     assert np.allclose(served.full, ref.h.numpy(), atol=TOLERANCE)
 
 
-def test_convnext_tower_refuses_sizes_its_stages_cannot_divide(tiny_synth: Path) -> None:
+def test_resnet_tower_refuses_sizes_its_stages_cannot_divide(tiny_synth: Path) -> None:
     from conftest import tiny_model_config
 
     from disncl.models.checkpoint import build_model
 
-    cfg = tiny_model_config(image_size=30, vision_arch="convnext", conv_patch=2, conv_widths=(8, 16),
-                            conv_depths=(1, 1))
-    with pytest.raises(ValueError, match="multiple of conv_patch"):
+    cfg = tiny_model_config(image_size=30, vision_arch="resnet", conv_widths=(8, 16), conv_depths=(1, 1))
+    with pytest.raises(ValueError, match="must be a multiple of 8"):
         build_model(cfg, ["a red circle"])
     with pytest.raises(ValueError, match="backbone"):
-        build_model(tiny_model_config(vision_arch="convnext", backbone="/models/clip"), None)
+        build_model(tiny_model_config(vision_arch="resnet", backbone="/models/clip"), None)

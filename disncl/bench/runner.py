@@ -39,7 +39,8 @@ def prepare_data(preset: Preset, out: Path, progress: bool) -> None:
         if (root / "synth.json").is_file():
             continue
         cfg = SynthConfig(n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test,
-                          image_size=spec.image_size, confound=spec.confound, seed=spec.seed)
+                          image_size=spec.image_size, confound=spec.confound, seed=spec.seed,
+                          train_captions_per_image=spec.train_captions)
         generate(root, cfg, progress=progress)
 
 

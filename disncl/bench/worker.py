@@ -32,8 +32,10 @@ from disncl.train.state import find_checkpoint
 
 RESULT_FILE = "result.json"
 CODES_FILE = "codes_test.npz"
-IMAGE_FACTORS = {"shared": ("shape0", "colour0"), "exclusive": ("background", "texture")}
-TEXT_FACTORS = {"shared": ("shape0", "colour0"), "exclusive": ("template", "filler")}
+# "shape_single" is the shape of one-object images only (-1 elsewhere, so probes drop those rows): on
+# two-object images "shape0" also asks which object comes first, which a pooled feature need not order.
+IMAGE_FACTORS = {"shared": ("shape_single", "shape0", "colour0"), "exclusive": ("background", "texture")}
+TEXT_FACTORS = {"shared": ("shape_single", "shape0", "colour0"), "exclusive": ("template", "filler")}
 VERSIONED_PACKAGES = ("torch", "transformers", "numpy", "scikit-learn", "faiss-cpu", "onnxruntime")
 
 
@@ -73,8 +75,10 @@ def factor_labels(root: str, split: str) -> dict[str, dict[str, np.ndarray]]:
     """
     f = load_factors(root, split)
     owner = f.caption_factors["image"]
-    image = {name: f.image_factors[name] for group in IMAGE_FACTORS.values() for name in group}
-    text = {name: f.image_factors[name][owner] for name in TEXT_FACTORS["shared"]}
+    factors = dict(f.image_factors)
+    factors["shape_single"] = np.where(factors["n_objects"] == 1, factors["shape0"], -1)
+    image = {name: factors[name] for group in IMAGE_FACTORS.values() for name in group}
+    text = {name: factors[name][owner] for name in TEXT_FACTORS["shared"]}
     text |= {name: f.caption_factors[name] for name in TEXT_FACTORS["exclusive"]}
     return {"img": image, "txt": text}
 

@@ -24,10 +24,10 @@ class ModelConfig:
     the same way (``pool``). The CLIP tower fields are then unused and ``backbone`` must stay unset
     (these towers train from scratch); the heads and ``max_text_len`` work as for CLIP.
 
-    ``vision_arch="convnext"`` (with ``arch="clip"``, no backbone) replaces CLIP's ViT image tower
-    by a ConvNeXt built from a ``transformers`` config (:mod:`disncl.models.conv_vision`): a
-    ``conv_patch`` x ``conv_patch`` stem, one stage per entry of ``conv_widths`` / ``conv_depths``
-    (each later stage halves the resolution), then the feature map average-pooled to a
+    ``vision_arch="resnet"`` (with ``arch="clip"``, no backbone) replaces CLIP's ViT image tower
+    by a ResNet built from a ``transformers`` config (:mod:`disncl.models.conv_vision`): its stem
+    divides the side by 4, then one stage of basic blocks per entry of ``conv_widths`` /
+    ``conv_depths`` (each later stage halves the resolution), then the feature map average-pooled to a
     ``conv_grid`` x ``conv_grid`` grid and flattened, so where an object is survives pooling
     (captions say "left of" / "above"). The ViT fields (``patch_size``, ``vision_*``) are then
     unused. It exists because the small ViT trained from scratch on the synthetic benchmark never
@@ -57,8 +57,7 @@ class ModelConfig:
     word_dim: int = 300
     gru_layers: int = 1
     pool: Literal["mean", "max"] = "max"
-    vision_arch: Literal["vit", "convnext"] = "vit"
-    conv_patch: int = 2
+    vision_arch: Literal["vit", "resnet"] = "vit"
     conv_widths: tuple[int, ...] = (32, 64, 128)
     conv_depths: tuple[int, ...] = (1, 1, 1)
     conv_grid: int = 2

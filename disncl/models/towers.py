@@ -18,7 +18,7 @@ def build_clip(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> CLIPMode
     """A randomly initialised CLIP sized by ``cfg``, with vocabulary and special ids from ``tokenizer``.
 
     The vocabulary size is ``len(tokenizer)`` (``cfg.vocab_size`` is not read); the MLP width
-    is 4x the model width as in CLIP. With ``cfg.vision_arch="convnext"`` the ViT is replaced by
+    is 4x the model width as in CLIP. With ``cfg.vision_arch="resnet"`` the ViT is replaced by
     :class:`~disncl.models.conv_vision.ConvVisionTower`; the CLIP config then keeps a one-layer
     placeholder vision config (its weights are discarded) and ``cfg`` describes the real tower.
     """
@@ -36,7 +36,7 @@ def build_clip(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> CLIPMode
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    conv = cfg.vision_arch == "convnext"
+    conv = cfg.vision_arch == "resnet"
     vision = CLIPVisionConfig(
         hidden_size=8 if conv else cfg.vision_width,
         intermediate_size=8 if conv else 4 * cfg.vision_width,
@@ -66,10 +66,10 @@ def clip_config_dict(model: CLIPModel) -> dict[str, Any]:
 def clip_from_config_dict(d: dict[str, Any], cfg: ModelConfig) -> CLIPModel:
     """Rebuild the architecture described by :func:`clip_config_dict` (and ``cfg``'s image tower), offline.
 
-    The weights are random; ``cfg.vision_arch="convnext"`` attaches the convolutional tower it describes.
+    The weights are random; ``cfg.vision_arch="resnet"`` attaches the convolutional tower it describes.
     """
     clip = CLIPModel(CLIPConfig.from_dict(d))
-    if cfg.vision_arch == "convnext":
+    if cfg.vision_arch == "resnet":
         attach_conv_vision(clip, cfg)
     return clip
 
