@@ -8,10 +8,12 @@ import os
 import sys
 
 from disncl.config import ConfigError, load_config
+from disncl.methods import METHOD_NAMES, METHODS
 
 
 def _train(args: argparse.Namespace) -> int:
-    from disncl.train.loop import RunDir, train
+    from disncl.train.loop import train
+    from disncl.train.run_dir import RunDir
 
     overrides = list(args.set or [])
     for flag, key in (("device", "train.device"), ("out", "train.out"), ("method", "train.method"),
@@ -57,14 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("shards", help="pack a dataset folder's split into WebDataset-style tar shards "
                    "(see `shards --help`)", add_help=False)
 
-    t = sub.add_parser("train", help="train a model (DisNCL, InfoNCE, NCR-style or SREM)",
+    t = sub.add_parser("train", help=f"train a model ({', '.join(m.label for m in METHODS.values())})",
                        description="Train a model. Under `torchrun --nproc_per_node N -m disncl train ...` the N "
                        "processes train together (DDP; train.batch_size is the global batch).")
     t.add_argument("--config", help="YAML config (e.g. configs/quick.yaml)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override any config value")
     t.add_argument("--data", help="dataset folder (data.root)")
     t.add_argument("--out", help="run directory (train.out)")
-    t.add_argument("--method", choices=["infonce", "disncl", "ncr", "srem"])
+    t.add_argument("--method", choices=METHOD_NAMES)
     t.add_argument("--epochs", type=int)
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--noise-rate", type=float)

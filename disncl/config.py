@@ -1,5 +1,8 @@
 """Typed configuration: one dataclass per concern, loaded from YAML and ``--set`` overrides.
 
+Each section's dataclass lives beside what it configures (``disncl/data/config.py``,
+``disncl/models/config.py``, ``disncl/losses/config.py``, ``disncl/train/config.py``); this module
+joins them and reads YAML. None of them imports torch, so serving code can read a run's config.
 Every training run saves its :class:`RunConfig` as ``config.yaml`` beside its checkpoints, so a
 run directory alone says how it was made and can be resumed or evaluated.
 """
@@ -15,65 +18,11 @@ from typing import Any, Literal
 
 import yaml
 
-from disncl.losses.disncl import DisNCLLossConfig
-from disncl.losses.srem import SREMLossConfig
+from disncl.data.config import DataConfig
+from disncl.losses.config import DisNCLLossConfig, InfoNCELossConfig, SREMLossConfig
+from disncl.methods import get_method
 from disncl.models.config import ModelConfig
-from disncl.train.noise_split import SplitConfig
-
-
-@dataclass
-class DataConfig:
-    """Where the data is and how noise is injected into the training split.
-
-    Either ``root`` (a folder with ``{split}.csv|tsv|jsonl``, e.g. the synthetic benchmark),
-    ``karpathy_json`` + ``images_root`` (Flickr30K / MS-COCO), or ``shards``: WebDataset-style tar
-    shards streamed without decoding the split into memory, a pattern where ``{split}`` stands for
-    the split's name (``data/shards/{split}-*.tar``, ``data/shards/{split}-{00000..00009}.tar`` or a
-    folder ``data/shards/{split}``; see :mod:`disncl.data.shards`). ``noise_file`` (an existing
-    ``.npy`` index of either convention) overrides ``noise_kind``/``noise_rate``.
-
-    ``precomp_root``: a SCAN "precomp" folder (``{split}_ims.npy`` region features +
-    ``{split}_caps.txt``; see :mod:`disncl.data.precomp`), for ``model.arch: precomp``. Its
-    validation split keeps only the first ``precomp_val_images`` images (1,000 as in NCR/SCAN;
-    0 keeps all).
-    """
-
-    root: str = ""
-    karpathy_json: str = ""
-    images_root: str = ""
-    shards: str = ""
-    precomp_root: str = ""
-    precomp_val_images: int = 1000
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str = "test"
-    noise_kind: Literal["image", "caption"] = "image"
-    noise_rate: float = 0.0
-    noise_seed: int = 0
-    noise_file: str = ""
-    # Unusable rows and images are skipped and reported; strict refuses the data instead.
-    strict: bool = False
-
-
-@dataclass
-class TrainConfig:
-    """The optimisation loop: method, schedule, devices, output."""
-
-    method: Literal["infonce", "disncl", "ncr", "srem"] = "disncl"
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    lr_warmup_steps: int = 100
-    grad_clip: float = 1.0
-    warmup_epochs: int = 2
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    num_threads: int = 0
-    eval_batch_size: int = 512
-    select_on: Literal["auto", "mii", "full"] = "auto"
-    out: str = "runs/default"
+from disncl.train.config import SplitConfig, TrainConfig
 
 
 @dataclass
@@ -81,6 +30,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: DisNCLLossConfig = field(default_factory=DisNCLLossConfig)
+    infonce: InfoNCELossConfig = field(default_factory=InfoNCELossConfig)
     srem: SREMLossConfig = field(default_factory=SREMLossConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -89,14 +39,14 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     def trained_spaces(self) -> tuple[str, ...]:
-        """Similarity spaces the method trains: only DisNCL trains its MII heads (infonce, ncr, srem: full)."""
-        return ("mii", "full") if self.train.method == "disncl" else ("full",)
+        """Similarity spaces the method trains (its registry record's ``spaces``)."""
+        return get_method(self.train.method).spaces
 
     def selection_space(self) -> Literal["mii", "full"]:
-        """The similarity space used for model selection and the per-pair loss (full unless DisNCL)."""
+        """The space for model selection and the split's per-pair loss: the method's own unless ``select_on``."""
         if self.train.select_on != "auto":
             return self.train.select_on
-        return "mii" if self.train.method == "disncl" else "full"
+        return get_method(self.train.method).selection_space
 
 
 class ConfigError(ValueError):
@@ -167,7 +117,10 @@ def build(cls: type, values: dict[str, Any], where: str = "config") -> Any:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in values.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a section's own check (__post_init__)
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ def tiny_overrides(data_root: Path, out: Path, **extra: object) -> list[str]:
 
 def tiny_model_config(**overrides: object):
     """A :class:`~disncl.models.ModelConfig` small enough to build and run in milliseconds."""
-    from disncl.models import ModelConfig
+    from disncl.models.config import ModelConfig
 
     base = dict(
         image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2,

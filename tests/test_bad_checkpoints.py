@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import tiny_model_config
 
-from disncl.models import CheckpointError, ModelConfig, build_model, load_model, load_weights, save_model
+from disncl.models.checkpoint import CheckpointError, build_model, load_model, load_weights, save_model
+from disncl.models.config import ModelConfig
 
 CAPTIONS = ["a red circle", "a blue square above a green triangle", "two small circles", "a large square"]
 OTHER_CAPTIONS = [*CAPTIONS, "zebra unicorn dragon phoenix griffin", "kraken hydra basilisk chimera"]

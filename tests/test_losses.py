@@ -10,23 +10,20 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from disncl.losses import (
+from disncl.losses.config import DisNCLLossConfig
+from disncl.losses.disncl import (
     CLUB_PAIRS,
     DisNCLInputs,
-    DisNCLLossConfig,
     alpha_from_clean_prob,
     club_bound,
     cross_covariance_penalty,
     disncl_loss,
     gaussian_kl,
     gaussian_nll,
-    infonce,
-    per_pair_infonce,
     reconstruction_loss,
-    similarity,
-    soft_infonce,
     soft_targets,
 )
+from disncl.losses.infonce import infonce, per_pair_infonce, similarity, soft_infonce
 
 
 @pytest.fixture(autouse=True)

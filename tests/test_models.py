@@ -14,20 +14,11 @@ from conftest import tiny_model_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from disncl.models import (
-    CheckpointError,
-    DisNCLModel,
-    ModelConfig,
-    build_model,
-    load_model,
-    load_tokenizer,
-    load_weights,
-    reparameterize,
-    save_model,
-    tokenize,
-    train_word_tokenizer,
-)
-from disncl.models.heads import GaussianPredictor, ModalityHead, VariationalEncoder
+from disncl.models.checkpoint import CheckpointError, build_model, load_model, load_weights, save_model
+from disncl.models.config import ModelConfig
+from disncl.models.disncl import DisNCLModel
+from disncl.models.heads import GaussianPredictor, ModalityHead, VariationalEncoder, reparameterize
+from disncl.models.tokenizer import load_tokenizer, tokenize, train_word_tokenizer
 from disncl.models.towers import (
     build_clip,
     clip_config_dict,

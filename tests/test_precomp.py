@@ -19,9 +19,12 @@ from disncl.data.dataset import load_split, resolve_noise
 from disncl.data.formats import CaptionFileError
 from disncl.data.noise import NoiseIndex
 from disncl.data.precomp import PrecompError, PrecompSplit, RegionFeatures, load_precomp
-from disncl.models import ModelConfig, build_model, load_model, save_model, tokenize
+from disncl.eval.splits import prepare_split
+from disncl.models.checkpoint import build_model, load_model, save_model
+from disncl.models.config import ModelConfig
+from disncl.models.tokenizer import tokenize
 from disncl.train.evaluate import evaluate_run
-from disncl.train.loop import prepare_split, train
+from disncl.train.loop import train
 
 OBJECTS = ("dog", "cat", "car", "tree", "boat", "horse", "chair", "bird")
 COLOURS = ("red", "blue", "green", "white")

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from disncl.methods import METHOD_NAMES
+
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "no_soft_targets": ("loss.soft_targets=false",),
     "no_kl": ("loss.use_kl=false",),
@@ -31,7 +33,6 @@ ABLATION_LABELS = {
     "xcov_mi": "variant: MI bound replaced by a cross-covariance penalty (Eq. 8b), weight 1",
     "ema_split": "variant: clean probability averaged across epochs (Eq. 6c), weight 0.5 on the previous epoch",
 }
-METHODS = ("infonce", "ncr", "srem", "disncl")
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Preset:
     name: str
     data: DataSpec
     base: tuple[str, ...]
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHOD_NAMES
     noise_rates: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6)
     noise_kinds: tuple[str, ...] = ("image",)
     seeds: tuple[int, ...] = (0,)
@@ -227,7 +228,7 @@ PRESETS: dict[str, Preset] = {
         noise_kinds=("image", "caption"),
         seeds=(0, 1, 2),
         confounds=(0.0, 0.5, 0.7, 0.9),
-        confound_methods=METHODS,
+        confound_methods=METHOD_NAMES,
         jobs=1,
     ),
 }

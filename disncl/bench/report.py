@@ -19,12 +19,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from disncl.bench.presets import ABLATION_LABELS, METHODS, Preset, RunSpec  # noqa: E402
+from disncl.bench.presets import ABLATION_LABELS, Preset, RunSpec  # noqa: E402
 from disncl.bench.worker import CODES_FILE, IMAGE_FACTORS, TEXT_FACTORS  # noqa: E402
 from disncl.io import atomic_write, atomic_write_text  # noqa: E402
+from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
 
-LABELS = {"infonce": "InfoNCE", "ncr": "NCR-style", "srem": "SREM", "disncl": "DisNCL"}
-COLOURS = {"infonce": "tab:gray", "ncr": "tab:blue", "srem": "tab:green", "disncl": "tab:red"}
+LABELS = {name: m.label for name, m in METHODS.items()}
+COLOURS = {name: m.colour for name, m in METHODS.items()}
 CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
 # Convergence is read from the change in validation rSum over this many final epochs.
 LAST_EPOCHS = 3
@@ -108,7 +109,7 @@ class Report:
     def __init__(self, preset: Preset, results: list[Result]) -> None:
         self.preset = preset
         self.results = results
-        self.methods = [m for m in METHODS if m in preset.methods]
+        self.methods = [m for m in METHOD_NAMES if m in preset.methods]
 
     def cell(self, method: str, kind: str, rate: float, ablation: str = "", confound: float = 0.0,
              draw: int | None = None) -> list[Result]:
@@ -125,8 +126,7 @@ class Report:
         rates = self.preset.noise_rates if rates is None else rates
         rows = []
         for method in self.methods:
-            spaces = ("mii", "full") if method == "disncl" else ("full",)
-            for space in spaces:
+            for space in METHODS[method].spaces:
                 label = LABELS[method] + (f" ({space.upper() if space == 'mii' else space})" if method == "disncl"
                                           else "")
                 row = [label]
@@ -258,8 +258,8 @@ class Report:
     def confound_table(self) -> str:
         rows = []
         for method in Preset.disncl_first(self.preset.confound_methods):
-            for space in (("mii", "full") if method == "disncl" else ("full",)):
-                row = [LABELS[method] + (f" ({space})" if method == "disncl" else "")]
+            for space in METHODS[method].spaces:
+                row = [LABELS[method] + (f" ({space})" if len(METHODS[method].spaces) > 1 else "")]
                 for rho in self.preset.confounds:
                     rs = _select(self.results, method=method, noise_kind="image", noise_rate=self.preset.focus_rate,
                                  ablation="", confound=rho, seed=0)
@@ -396,7 +396,7 @@ class Report:
         rates = self.preset.noise_rates
         for ax, direction in zip(axes, ("i2t", "t2i"), strict=True):
             for method in self.methods:
-                for space in (("mii", "full") if method == "disncl" else ("full",)):
+                for space in METHODS[method].spaces:
                     ys = [_mean(recall1(r, direction, space) for r in self.cell(method, "image", rate))
                           for rate in rates]
                     ax.plot(rates, ys, marker="o", color=COLOURS[method],

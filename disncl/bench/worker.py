@@ -23,11 +23,13 @@ from disncl.data.dataset import load_split
 from disncl.data.synth import load_factors
 from disncl.eval.probes import mi_with_baseline, probe_accuracy
 from disncl.eval.retrieval import exact_match_ceiling
+from disncl.eval.splits import prepare_split
 from disncl.io import atomic_write_json
 from disncl.models.checkpoint import load_model
 from disncl.models.disncl import DisNCLModel
 from disncl.train.evaluate import evaluate_run
-from disncl.train.loop import RunDir, prepare_split, resolve_device, train
+from disncl.train.loop import resolve_device, train
+from disncl.train.run_dir import RunDir
 from disncl.train.state import find_checkpoint
 
 RESULT_FILE = "result.json"
@@ -126,7 +128,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     model, tokenizer = load_model(run.root / "best", device=device)
     test = prepare_split(load_split(cfg.data, cfg.data.test_split), tokenizer, cfg, progress=False)
     codes = encode_codes(model, test, cfg.train.eval_batch_size, device)
-    spaces = ("h", "z", "u") if cfg.train.method == "disncl" else ("h",)
+    spaces = ("h", "z", "u") if "mii" in cfg.trained_spaces() else ("h",)
     labels = factor_labels(cfg.data.root, cfg.data.test_split)
     probes, mi = probe_codes(codes, labels, spaces)
     np.savez_compressed(run.root / CODES_FILE, img_z=codes["img_z"], img_u=codes["img_u"], img_h=codes["img_h"],

@@ -8,39 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from disncl.losses.config import DisNCLLossConfig
 from disncl.losses.infonce import similarity, soft_infonce
 
 LOGVAR_LIMIT = 30.0
 CLUB_PAIRS: tuple[str, ...] = ("uv_zt", "ut_zv", "zv_uv", "zt_ut")
-
-
-@dataclass(frozen=True)
-class DisNCLLossConfig:
-    """Hyperparameters and ablation switches of the DisNCL loss (Section 3 of docs/method.md)."""
-
-    gamma: float = 0.8
-    beta: float = 1e-3
-    beta_mei: float = 1e-3
-    lambda_rec: float = 1.0
-    lambda_mi: float = 0.1
-    tau: float = 0.07
-    tau_target: float = 0.05
-    alpha_min: float = 0.1
-    alpha_max: float = 1.0
-    soft_targets: bool = True
-    weight_by_clean_prob: bool = False
-    recon: Literal["mse", "cosine"] = "mse"
-    mi_estimator: Literal["club", "xcov"] = "club"
-    use_kl: bool = True
-    use_mi: bool = True
-    use_recon: bool = True
-    lambda_full: float = 1.0
 
 
 @dataclass
@@ -235,7 +212,7 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
     term with weight 0 is computed and logged but not added to the total.
 
     Returns:
-        (total, logs): the scalar loss and every term's detached float value.
+        (total, logs): the scalar loss and every term as a detached 0-d tensor.
     """
     b = x.z_v.shape[0]
     w = x.clean_prob if x.clean_prob is not None else x.z_v.new_ones(b)
@@ -292,4 +269,4 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
         "alpha_mean": alpha.mean(),
         "clean_prob_mean": w.mean(),
     }
-    return total, {k: float(v.detach()) for k, v in logs.items()}
+    return total, {k: v.detach() for k, v in logs.items()}

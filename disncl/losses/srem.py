@@ -9,27 +9,13 @@ tensors out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from disncl.losses.config import SREMLossConfig
 from disncl.losses.infonce import similarity
-
-
-@dataclass(frozen=True)
-class SREMLossConfig:
-    """Hyperparameters of the SREM loss (Section 7.2 of docs/method.md)."""
-
-    tau: float = 0.07
-    tau_c: float = 0.05
-    lambda_c: float = 1.0
-    quantile: float = 0.5
-    clean_threshold: float = 0.5
-    bias: float = 0.5
-    swapped_weights: bool = True
-    warmup_infonce: bool = True
 
 
 def _check_square(sim: Tensor) -> None:
@@ -188,7 +174,8 @@ def srem_loss(
         cfg: SREM hyperparameters.
 
     Returns:
-        (total, logs): the scalar loss and detached float values of its parts.
+        (total, logs): the scalar loss and its parts as detached 0-d tensors (moved to the host by the
+        trainer once per log step, not here on every step).
     """
     sim = similarity(img, txt)
     b = sim.shape[0]
@@ -215,4 +202,4 @@ def srem_loss(
         "energy_mean": energy(sim.detach(), cfg.tau).mean(),
         "clean_prob_mean": clean_prob.float().mean(),
     }
-    return total, {k: float(v.detach()) for k, v in logs.items()}
+    return total, {k: v.detach() for k, v in logs.items()}

@@ -229,10 +229,10 @@ def _config_from_dict(d: dict[str, Any], source: Path) -> ModelConfig:
     if unknown:
         raise CheckpointError(f"{source}: unknown model_config fields {unknown}; upgrade disncl to load it")
     values = dict(d)
-    # JSON has no tuples.
-    for key in ("image_mean", "image_std"):
-        if key in values:
-            values[key] = tuple(values[key])
+    # JSON has no tuples: every tuple-valued field comes back as a list.
+    for f in fields(ModelConfig):
+        if isinstance(f.default, tuple) and isinstance(values.get(f.name), list):
+            values[f.name] = tuple(values[f.name])
     try:
         return ModelConfig(**values)
     except (TypeError, ValueError) as exc:

@@ -1,4 +1,9 @@
-"""Evaluate a trained run: retrieval on a clean split (MII-only and full) and noise detection."""
+"""Evaluate a trained run: retrieval on a clean split (MII-only and full) and noise detection.
+
+It lives in ``train/`` rather than ``eval/`` because noise detection re-scores the training pairs
+with the trainer's split (:func:`~disncl.train.loop.score_training_pairs`); the measurements
+themselves (recall, detection metrics, probes) are in ``disncl/eval/``.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,11 @@ from disncl.config import load_config
 from disncl.data.dataset import load_split, resolve_noise, semantic_keys
 from disncl.data.noise import NoiseIndex, make_noisy_pairs
 from disncl.eval.detection import detection_metrics
+from disncl.eval.splits import evaluate_retrieval, prepare_split
 from disncl.io import atomic_write_json
 from disncl.models.checkpoint import load_model
-from disncl.train.loop import (
-    RunDir,
-    evaluate_retrieval,
-    prepare_split,
-    resolve_device,
-    score_training_pairs,
-    unit_interval,
-)
+from disncl.train.loop import resolve_device, score_training_pairs, unit_interval
+from disncl.train.run_dir import RunDir
 
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
 

@@ -1,12 +1,12 @@
-"""The training loop shared by every method: epochs of pairs, a scoring pass, the GMM split,
-validation, logging and checkpoints. Side effects (files, devices) live here and in the CLI."""
+"""The training loop shared by every method, in named steps: :func:`open_session` (recovery, data,
+noise, model, optimiser), :func:`train_one_epoch`, :func:`score_and_split` (the GMM split),
+validation, :func:`save_checkpoints`. The run directory and its log live in :mod:`.run_dir`.
+Side effects (files, devices) live here and in the CLI."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,22 +18,21 @@ from tqdm.auto import tqdm
 
 from disncl.config import RunConfig, dump_yaml
 from disncl.data.dataset import load_split, resolve_noise, semantic_keys
-from disncl.data.images import ImageArray
 from disncl.data.noise import NoiseIndex, NoisyPairs, make_noisy_pairs
 from disncl.data.pairs import CaptionedImages
-from disncl.data.precomp import PrecompSplit, RegionFeatures
-from disncl.data.shards import ShardedCaptions, ShardImages
 from disncl.eval.detection import detection_metrics
 from disncl.eval.encode import Embeddings, TokenTable, autocast, encode_images, encode_split, encode_texts
-from disncl.eval.retrieval import retrieval_report
+from disncl.eval.splits import SplitData, prepare_split, retrieval_metrics
 from disncl.io import atomic_dir, atomic_write_text
+from disncl.methods import get_method
 from disncl.models.checkpoint import build_model, save_model
-from disncl.models.tokenizer import tokenize
+from disncl.models.disncl import DisNCLModel
 from disncl.train import distributed
 from disncl.train.distributed import DistContext
 from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
 from disncl.train.noise_split import clean_probability, smooth_clean_probability
 from disncl.train.objective import batch_objective
+from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
 from disncl.train.scoring import pair_table, per_pair_loss, write_pair_scores
 from disncl.train.state import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 
@@ -42,35 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class SplitData:
-    """A split made ready for the model: decoded images and tokenised captions."""
-
-    ds: CaptionedImages
-    images: ImageArray | ShardImages | RegionFeatures
-    tokens: TokenTable
-
-
-def prepare_split(ds: CaptionedImages, tokenizer: Any, cfg: RunConfig, progress: bool) -> SplitData:
-    """Tokenise the captions; decode the images into memory, or read them on demand from tar shards
-    or (precomp) from memory-mapped region features."""
-    if isinstance(ds, PrecompSplit) != (cfg.model.arch == "precomp"):
-        raise ValueError(
-            "model.arch=precomp and data.precomp_root go together: region features need the precomp towers "
-            f"and the precomp towers need region features (model.arch is {cfg.model.arch!r}, "
-            f"data.precomp_root is {cfg.data.precomp_root!r})"
-        )
-    images: ImageArray | ShardImages | RegionFeatures
-    if isinstance(ds, PrecompSplit):
-        images = ds.features
-    elif isinstance(ds, ShardedCaptions):
-        images = ShardImages(ds.locations, cfg.model.image_size)
-    else:
-        images = ImageArray.from_dataset(ds, cfg.model.image_size, progress=progress)
-    enc = tokenize(tokenizer, ds.captions, cfg.model.max_text_len)
-    return SplitData(ds, images, TokenTable(enc["input_ids"], enc["attention_mask"]))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -92,24 +62,6 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def evaluate_retrieval(
-    model, split: SplitData, cfg: RunConfig, device: torch.device, keys=None, progress: bool = False
-) -> dict[str, dict[str, float]]:
-    """Recall on a clean split for each space the method trains: ``{"mii": {...}, "full": {...}}``."""
-    emb = encode_split(model, split.images, split.tokens, cfg.train.eval_batch_size, device, cfg.train.amp, progress)
-    return retrieval_metrics(emb, split, cfg, keys)
-
-
-def retrieval_metrics(emb: Embeddings, split: SplitData, cfg: RunConfig, keys=None) -> dict[str, dict[str, float]]:
-    """:func:`evaluate_retrieval` on embeddings already computed."""
-    out = {}
-    for space in cfg.trained_spaces():
-        img, txt = emb.space(space)
-        img_keys, cap_keys = keys if keys is not None else (None, None)
-        out[space] = retrieval_report(img @ txt.T, split.ds.cap2img, img_keys, cap_keys)
-    return out
-
-
 def score_training_pairs(
     model, train: SplitData, pairs: NoisyPairs, cfg: RunConfig, device: torch.device
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -124,7 +76,7 @@ def score_embeddings(
     """:func:`score_training_pairs` on embeddings already computed; ``previous`` (the last epoch's clean
     probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c)."""
     img, txt = emb.space(cfg.selection_space())
-    loss = per_pair_loss(img, txt, pairs, cfg.loss.tau, cfg.train.batch_size, cfg.train.seed)
+    loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
     prob = clean_probability(loss, cfg.split).astype(np.float32)
     if previous is not None:
         prob = smooth_clean_probability(previous, prob, cfg.split.ema)
@@ -170,54 +122,6 @@ def encode_sharded(
     )
 
 
-class RunDir:
-    """The files of one run directory."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    config = property(lambda self: self.root / "config.yaml")
-    log = property(lambda self: self.root / "log.jsonl")
-    last = property(lambda self: self.root / "last")
-    best = property(lambda self: self.root / "best")
-    noise = property(lambda self: self.root / "noise_index.npy")
-    pair_scores = property(lambda self: self.root / "pair_scores.csv")
-
-
-def _append_log(path: Path, record: dict[str, Any]) -> None:
-    """Add one epoch's line; the file is rewritten atomically, so a kill never leaves half a line."""
-    old = path.read_text(encoding="utf-8") if path.is_file() else ""
-    atomic_write_text(path, old + json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, epochs_done: int) -> None:
-    """Drop log lines of epochs a resumed run will redo (logged before a checkpoint that never landed)."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln and json.loads(ln)["epoch"] <= epochs_done]
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-
-def _recover_interrupted_writes(run: RunDir) -> None:
-    """Clear what a kill in the middle of a write leaves beside the final names, before a resume reads them.
-
-    Temporary files of :func:`~disncl.io.atomic_write` (``.NAME.*.tmp``) and ``last.tmp``/``best.tmp``
-    folders are incomplete by construction and removed. ``last.old`` without ``last`` (a kill between
-    :func:`~disncl.io.atomic_dir`'s two renames) is the complete previous checkpoint and is renamed
-    back, so the next save does not delete the only checkpoint before the new one is in place.
-    """
-    for tmp in run.root.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-    for final, marker in ((run.last, "train_state.json"), (run.best, "model.json")):
-        shutil.rmtree(final.with_name(final.name + ".tmp"), ignore_errors=True)
-        old = final.with_name(final.name + ".old")
-        if not (final / marker).is_file() and (old / marker).is_file():
-            shutil.rmtree(final, ignore_errors=True)
-            old.rename(final)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) the run described by ``cfg``; returns the run directory.
 
@@ -232,13 +136,69 @@ def train(cfg: RunConfig, resume: bool = False, progress: bool = True, stop_afte
         return _train(cfg, ctx, resume, progress and ctx.is_main, stop_after)
 
 
+@dataclass
+class Session:
+    """Everything one training session works with, built by :func:`open_session`."""
+
+    cfg: RunConfig
+    ctx: DistContext
+    run: RunDir
+    train_ds: CaptionedImages
+    pairs: NoisyPairs
+    gt_known: bool
+    model: DisNCLModel
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    state: TrainState
+    train_data: SplitData
+    val_data: SplitData
+    val_keys: Any
+    steps_per_epoch: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+
 def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_after: int | None) -> Path:
-    run = RunDir(cfg.train.out)
-    device = ctx.device
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     seed_everything(cfg.train.seed)
+    s = open_session(cfg, ctx, resume, progress)
+    end = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, stop_after)
+    for epoch in range(s.state.epoch, end):
+        t0 = time.perf_counter()
+        use_split = split_active(cfg, epoch)
+        terms = train_one_epoch(s, epoch, use_split, progress)
+        train_seconds = time.perf_counter() - t0
+        table, prob = score_and_split(s, epoch)
+        val_emb = encode_sharded(s.model, s.val_data, cfg, s.device, ctx)
+        s.state.epoch = epoch + 1
+        if ctx.is_main:
+            record = {
+                "epoch": epoch + 1,
+                "step": s.state.step,
+                "train_seconds": round(train_seconds, 2),
+                "epoch_seconds": round(time.perf_counter() - t0, 2),
+                "lr": s.scheduler.get_last_lr()[0],
+                "loss_terms": terms,
+                "split_used": use_split,
+                "val": retrieval_metrics(val_emb, s.val_data, cfg, s.val_keys),
+            }
+            if s.gt_known:
+                record |= detection_record(s, table, prob)
+            append_log(s.run.log, record)
+            save_checkpoints(s, record["val"][cfg.selection_space()]["rsum"])
+            if progress:
+                tqdm.write(_epoch_line(record, cfg.selection_space()))
+        distributed.barrier(ctx)
+    return s.run.root
 
+
+def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool) -> Session:
+    """Recover or start the run: data, noise, model, optimiser and schedule, the train state."""
+    run = RunDir(cfg.train.out)
     report_dir = None
     if ctx.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
@@ -248,7 +208,7 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
     val_keys = semantic_keys(cfg.data, cfg.data.val_split, val_ds)
 
     if resume and ctx.is_main and run.root.is_dir():
-        _recover_interrupted_writes(run)
+        recover_interrupted_writes(run)
     distributed.barrier(ctx)
     ckpt = find_checkpoint(run.last) if resume else None
     if resume and ckpt is None:
@@ -265,8 +225,6 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
     else:
         noise = NoiseIndex.load(run.noise, train_ds.n_images, train_ds.n_captions) if run.noise.is_file() else None
     pairs = make_noisy_pairs(train_ds, noise)
-    gt_known = noise is not None or val_keys is not None
-
     steps_per_epoch = max(1, len(pairs.caption) // cfg.train.batch_size)
 
     def opt_factory(m):
@@ -276,102 +234,105 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
         return make_scheduler(o, cfg, steps_per_epoch)
 
     if ckpt is not None:
-        model, tokenizer, optimizer, scheduler, state = load_checkpoint(ckpt, opt_factory, sched_factory, device)
+        model, tokenizer, optimizer, scheduler, state = load_checkpoint(ckpt, opt_factory, sched_factory, ctx.device)
         if ctx.is_main:
-            _truncate_log(run.log, state.epoch)
+            truncate_log(run.log, state.epoch)
     else:
         model, tokenizer = build_model(cfg.model, train_ds.captions)
-        model.to(device)
+        model.to(ctx.device)
         optimizer = opt_factory(model)
         scheduler = sched_factory(optimizer)
         state = TrainState(0, 0, -math.inf, -1, np.ones(len(pairs.caption), dtype=np.float32))
         if ctx.is_main:
             atomic_write_text(run.config, dump_yaml(cfg))
     distributed.broadcast_module(ctx, model)
+    return Session(
+        cfg=cfg, ctx=ctx, run=run, train_ds=train_ds, pairs=pairs,
+        gt_known=noise is not None or val_keys is not None,
+        model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler, state=state,
+        train_data=prepare_split(train_ds, tokenizer, cfg, progress),
+        val_data=prepare_split(val_ds, tokenizer, cfg, progress),
+        val_keys=val_keys, steps_per_epoch=steps_per_epoch,
+    )
 
-    train_data = prepare_split(train_ds, tokenizer, cfg, progress)
-    val_data = prepare_split(val_ds, tokenizer, cfg, progress)
-    space = cfg.selection_space()
 
-    end = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, stop_after)
-    for epoch in range(state.epoch, end):
-        t0 = time.perf_counter()
-        use_split = cfg.train.method in ("disncl", "ncr", "srem") and epoch >= cfg.train.warmup_epochs
-        weights = state.clean_prob if use_split else np.ones_like(state.clean_prob)
-        terms_sum: dict[str, float] = {}
-        n_batches = 0
-        model.train()
-        # The same global order on every rank (seeded by epoch); each rank trains on its slice of a batch.
-        order = np.random.default_rng([cfg.train.seed, epoch]).permutation(len(pairs.caption))
-        batches = [order[s : s + cfg.train.batch_size] for s in range(0, steps_per_epoch * cfg.train.batch_size,
-                                                                        cfg.train.batch_size)]
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
-        for idx in bar:
-            local = ctx.local_rows(idx)
-            pixels = model.preprocess(train_data.images[pairs.image[local]])
-            ids, mask = train_data.tokens.batch(pairs.caption[local], device)
-            # The objective sees the whole global batch (towers' outputs gathered), so it takes all weights.
-            w = torch.as_tensor(weights[idx], device=device)
-            with autocast(device, cfg.train.amp), distributed.gather_tower_features(ctx, model):
-                loss, terms = batch_objective(cfg.train.method, model, pixels, ids, mask, w, cfg.loss, cfg.srem,
-                                              use_split)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"non-finite loss at epoch {epoch + 1}, step {state.step}: {terms}; lower train.lr or check data"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            distributed.average_gradients(ctx, model)
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            state.step += 1
-            n_batches += 1
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + v
+def split_active(cfg: RunConfig, epoch: int) -> bool:
+    """Whether ``epoch`` (0-based) trains with the clean probability: the method uses it and warm-up is over."""
+    return get_method(cfg.train.method).uses_split and epoch >= cfg.train.warmup_epochs
+
+
+def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> dict[str, float]:
+    """One pass over the training pairs; returns the mean of each loss term (one host transfer per epoch)."""
+    cfg, ctx, model, device = s.cfg, s.ctx, s.model, s.device
+    weights = s.state.clean_prob if use_split else np.ones_like(s.state.clean_prob)
+    terms_sum: dict[str, torch.Tensor] = {}
+    model.train()
+    # The same global order on every rank (seeded by epoch); each rank trains on its slice of a batch.
+    order = np.random.default_rng([cfg.train.seed, epoch]).permutation(len(s.pairs.caption))
+    bs = cfg.train.batch_size
+    batches = [order[i : i + bs] for i in range(0, s.steps_per_epoch * bs, bs)]
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
+    for idx in bar:
+        local = ctx.local_rows(idx)
+        pixels = model.preprocess(s.train_data.images[s.pairs.image[local]])
+        ids, mask = s.train_data.tokens.batch(s.pairs.caption[local], device)
+        # The objective sees the whole global batch (towers' outputs gathered), so it takes all weights.
+        w = torch.as_tensor(weights[idx], device=device)
+        with autocast(device, cfg.train.amp), distributed.gather_tower_features(ctx, model):
+            loss, terms = batch_objective(model, pixels, ids, mask, w, cfg, use_split)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss at epoch {epoch + 1}, step {s.state.step}: "
+                f"{ {k: float(v) for k, v in terms.items()} }; lower train.lr or check data"
+            )
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(ctx, model)
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        s.optimizer.step()
+        s.scheduler.step()
+        s.state.step += 1
+        for k, v in terms.items():
+            terms_sum[k] = terms_sum[k] + v if k in terms_sum else v
+        if progress:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-        train_seconds = time.perf_counter() - t0
+    return {k: float(v) / len(batches) for k, v in terms_sum.items()}
 
-        # Scoring and validation: every rank encodes a shard; rank 0 fits the split and validates, and
-        # its clean probabilities go to every rank so all train the next epoch on the same weights.
-        emb = encode_sharded(model, train_data, cfg, device, ctx)
-        prob = np.empty(len(pairs.caption), dtype=np.float32)
-        if ctx.is_main:
-            # The first scoring pass has nothing to average with (the initial all-ones is not an estimate).
-            table, prob = score_embeddings(emb, pairs, cfg, state.clean_prob if epoch > 0 else None)
-            write_pair_scores(run.pair_scores, table, train_ds, pairs.is_clean if gt_known else None)
-        state.clean_prob = distributed.broadcast_array(ctx, prob)
-        val_emb = encode_sharded(model, val_data, cfg, device, ctx)
-        state.epoch = epoch + 1
-        if ctx.is_main:
-            val = retrieval_metrics(val_emb, val_data, cfg, val_keys)
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": state.step,
-                "train_seconds": round(train_seconds, 2),
-                "epoch_seconds": round(time.perf_counter() - t0, 2),
-                "lr": scheduler.get_last_lr()[0],
-                "loss_terms": {k: v / max(1, n_batches) for k, v in terms_sum.items()},
-                "split_used": use_split,
-                "val": val,
-            }
-            if gt_known:
-                record["detection_gmm"] = detection_metrics(prob, pairs.is_clean)
-                sim_rank = table["mii_sim"] if space == "mii" else table["full_sim"]
-                record["detection_similarity_auroc"] = detection_metrics(
-                    unit_interval(sim_rank), pairs.is_clean
-                )["auroc"]
-            _append_log(run.log, record)
-            # Only rank 0 tracks the best score: it alone validates and writes best/ and last/.
-            if val[space]["rsum"] > state.best_score:
-                state.best_score, state.best_epoch = val[space]["rsum"], epoch + 1
-                atomic_dir(run.best, lambda d: save_model(model, tokenizer, d))
-            save_checkpoint(run.last, model, tokenizer, optimizer, scheduler, state)
-            if progress:
-                tqdm.write(_epoch_line(record, space))
-        distributed.barrier(ctx)
-    return run.root
+
+def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | None, np.ndarray]:
+    """Encode the training pairs, fit the split on rank 0 (Eq. 6, 6c), write ``pair_scores.csv``, share ``w``.
+
+    Every rank encodes a shard; rank 0's clean probabilities go to every rank, so all train the next
+    epoch on the same weights. Returns rank 0's pair table (None elsewhere) and the new ``w``.
+    """
+    emb = encode_sharded(s.model, s.train_data, s.cfg, s.device, s.ctx)
+    prob = np.empty(len(s.pairs.caption), dtype=np.float32)
+    table = None
+    if s.ctx.is_main:
+        # The first scoring pass has nothing to average with (the initial all-ones is not an estimate).
+        table, prob = score_embeddings(emb, s.pairs, s.cfg, s.state.clean_prob if epoch > 0 else None)
+        write_pair_scores(s.run.pair_scores, table, s.train_ds, s.pairs.is_clean if s.gt_known else None)
+    s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
+    return table, s.state.clean_prob
+
+
+def detection_record(s: Session, table: dict[str, np.ndarray], prob: np.ndarray) -> dict[str, Any]:
+    """Noise-detection quality of this epoch's clean probability and of raw similarity (Section 5.3)."""
+    sim = table["mii_sim"] if s.cfg.selection_space() == "mii" else table["full_sim"]
+    return {
+        "detection_gmm": detection_metrics(prob, s.pairs.is_clean),
+        "detection_similarity_auroc": detection_metrics(unit_interval(sim), s.pairs.is_clean)["auroc"],
+    }
+
+
+def save_checkpoints(s: Session, score: float) -> None:
+    """Rank 0: ``best/`` when validation improved, then ``last/`` (weights, optimiser, schedule, state)."""
+    # Only rank 0 tracks the best score: it alone validates and writes best/ and last/.
+    if score > s.state.best_score:
+        s.state.best_score, s.state.best_epoch = score, s.state.epoch
+        atomic_dir(s.run.best, lambda d: save_model(s.model, s.tokenizer, d))
+    save_checkpoint(s.run.last, s.model, s.tokenizer, s.optimizer, s.scheduler, s.state)
 
 
 def unit_interval(x: np.ndarray) -> np.ndarray:

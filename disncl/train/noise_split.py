@@ -6,25 +6,12 @@ numpy + scikit-learn only; pure functions (arrays in, arrays out).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """Gaussian-mixture settings of the split, NCR's values (Eq. 6 and Section 3 of docs/method.md)."""
-
-    n_components: int = 2
-    max_iter: int = 10
-    tol: float = 1e-2
-    reg_covar: float = 5e-4
-    threshold: float = 0.5
-    seed: int = 0
-    # Weight of the previous epoch's clean probability in its running average (Eq. 6c); 0 = no smoothing.
-    ema: float = 0.0
+from disncl.train.config import SplitConfig
 
 
 def _normalised(losses: np.ndarray) -> np.ndarray | None:

@@ -1,5 +1,10 @@
 """One training step's loss: runs the model on a batch and hands tensors to the pure losses.
 
+Every objective has the same signature (the registry, :mod:`disncl.methods`, names one per method):
+``(model, pixels, input_ids, attention_mask, clean_prob, cfg, use_split) -> (loss, terms)`` with
+``cfg`` the whole :class:`~disncl.config.RunConfig` (each reads its own section) and ``terms`` the
+loss parts as detached 0-d tensors; the trainer moves them to the host once per log step.
+
 The CLUB variational networks q_θ are fitted by their own NLL on detached codes (Eq. 9) while
 the encoders minimise the CLUB bound evaluated with q_θ frozen (Eq. 8): both happen in one
 backward pass because the bound is computed through ``functional_call`` with detached
@@ -12,60 +17,58 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from disncl.losses.disncl import CLUB_PAIRS, DisNCLInputs, DisNCLLossConfig, disncl_loss, gaussian_nll
+from disncl.config import RunConfig
+from disncl.losses.disncl import CLUB_PAIRS, DisNCLInputs, disncl_loss, gaussian_nll
 from disncl.losses.infonce import infonce
-from disncl.losses.srem import SREMLossConfig, srem_loss
+from disncl.losses.srem import srem_loss
+from disncl.methods import get_method
 from disncl.models.disncl import DisNCLModel
 from disncl.models.heads import reparameterize
 
+Terms = dict[str, Tensor]
+
 
 def infonce_objective(
-    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, tau: float
-) -> tuple[Tensor, dict[str, float]]:
-    """The CLIP baseline: symmetric InfoNCE on the full tower features (Eq. 0)."""
+    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor,
+    cfg: RunConfig, use_split: bool,
+) -> tuple[Tensor, Terms]:
+    """The CLIP baseline: symmetric InfoNCE on the full tower features (Eq. 0); ignores the split."""
     h_v = model.encode_image(pixels).h
     h_t = model.encode_text(input_ids, attention_mask).h
-    loss = infonce(h_v, h_t, tau)
-    return loss, {"infonce": float(loss.detach())}
+    loss = infonce(h_v, h_t, cfg.infonce.tau)
+    return loss, {"infonce": loss.detach()}
 
 
 def ncr_objective(
-    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor, tau: float
-) -> tuple[Tensor, dict[str, float]]:
+    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor,
+    cfg: RunConfig, use_split: bool,
+) -> tuple[Tensor, Terms]:
     """NCR-style baseline, one network: InfoNCE on the tower features weighted by w (Eq. 13)."""
     h_v = model.encode_image(pixels).h
     h_t = model.encode_text(input_ids, attention_mask).h
-    loss = infonce(h_v, h_t, tau, weights=clean_prob)
-    return loss, {"ncr": float(loss.detach()), "clean_prob_mean": float(clean_prob.float().mean())}
+    loss = infonce(h_v, h_t, cfg.infonce.tau, weights=clean_prob)
+    return loss, {"ncr": loss.detach(), "clean_prob_mean": clean_prob.float().mean()}
 
 
 def srem_objective(
-    model: DisNCLModel,
-    pixels: Tensor,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    clean_prob: Tensor,
-    cfg: SREMLossConfig,
-    use_split: bool,
-) -> tuple[Tensor, dict[str, float]]:
+    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor,
+    cfg: RunConfig, use_split: bool,
+) -> tuple[Tensor, Terms]:
     """SREM on the tower features (Eq. 14-19); plain InfoNCE (Eq. 0) during warm-up (Section 7.2)."""
     h_v = model.encode_image(pixels).h
     h_t = model.encode_text(input_ids, attention_mask).h
-    if cfg.warmup_infonce and not use_split:
-        loss = infonce(h_v, h_t, cfg.tau)
-        return loss, {"total": float(loss.detach()), "warmup_infonce": float(loss.detach())}
-    return srem_loss(h_v, h_t, clean_prob, cfg)
+    if cfg.srem.warmup_infonce and not use_split:
+        loss = infonce(h_v, h_t, cfg.srem.tau)
+        return loss, {"total": loss.detach(), "warmup_infonce": loss.detach()}
+    return srem_loss(h_v, h_t, clean_prob, cfg.srem)
 
 
 def disncl_objective(
-    model: DisNCLModel,
-    pixels: Tensor,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    clean_prob: Tensor,
-    cfg: DisNCLLossConfig,
-) -> tuple[Tensor, dict[str, float]]:
+    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor,
+    run_cfg: RunConfig, use_split: bool,
+) -> tuple[Tensor, Terms]:
     """DisNCL (Eq. 1–9 in docs/method.md) for one batch of pairs."""
+    cfg = run_cfg.loss
     ev = model.encode_image(pixels)
     et = model.encode_text(input_ids, attention_mask)
     z_v, u_v = reparameterize(ev.mu_z, ev.logvar_z), reparameterize(ev.mu_u, ev.logvar_u)
@@ -95,33 +98,17 @@ def disncl_objective(
         club=club, clean_prob=clean_prob,
     )
     total, terms = disncl_loss(inputs, cfg)
-    terms["q_nll"] = float(q_nll.detach())
+    terms["q_nll"] = q_nll.detach()
     return total + q_nll, terms
 
 
 def batch_objective(
-    method: str,
-    model: DisNCLModel,
-    pixels: Tensor,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    clean_prob: Tensor,
-    cfg: DisNCLLossConfig,
-    srem_cfg: SREMLossConfig,
-    use_split: bool,
-) -> tuple[Tensor, dict[str, float]]:
-    """Dispatch one batch to ``method``'s objective; ``cfg.tau`` serves infonce and ncr, ``srem_cfg`` srem.
+    model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor,
+    cfg: RunConfig, use_split: bool,
+) -> tuple[Tensor, Terms]:
+    """One batch of ``cfg.train.method``'s objective (its registry record names the function).
 
     ``use_split`` is False during the trainer's warm-up epochs (``clean_prob`` is then all ones).
     """
-    if method == "infonce":
-        return infonce_objective(model, pixels, input_ids, attention_mask, cfg.tau)
-    if method == "disncl":
-        return disncl_objective(model, pixels, input_ids, attention_mask, clean_prob, cfg)
-    if method == "ncr":
-        return ncr_objective(model, pixels, input_ids, attention_mask, clean_prob, cfg.tau)
-    if method == "srem":
-        return srem_objective(model, pixels, input_ids, attention_mask, clean_prob, srem_cfg, use_split)
-    raise ValueError(f"unknown method {method!r}; choose infonce, disncl, ncr or srem")
-
-
+    objective = get_method(cfg.train.method).objective_fn()
+    return objective(model, pixels, input_ids, attention_mask, clean_prob, cfg, use_split)

@@ -1,0 +1,53 @@
+"""Hyperparameters of the losses, one dataclass per objective (torch-free, so configuration loads without torch).
+
+The equation numbers refer to docs/method.md; each loss module imports its dataclass from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class InfoNCELossConfig:
+    """The InfoNCE objectives of the plain and NCR-style baselines (Eq. 0 and Eq. 13)."""
+
+    tau: float = 0.07
+
+
+@dataclass(frozen=True)
+class DisNCLLossConfig:
+    """Hyperparameters and ablation switches of the DisNCL loss (Section 3 of docs/method.md)."""
+
+    gamma: float = 0.8
+    beta: float = 1e-3
+    beta_mei: float = 1e-3
+    lambda_rec: float = 1.0
+    lambda_mi: float = 0.1
+    tau: float = 0.07
+    tau_target: float = 0.05
+    alpha_min: float = 0.1
+    alpha_max: float = 1.0
+    soft_targets: bool = True
+    weight_by_clean_prob: bool = False
+    recon: Literal["mse", "cosine"] = "mse"
+    mi_estimator: Literal["club", "xcov"] = "club"
+    use_kl: bool = True
+    use_mi: bool = True
+    use_recon: bool = True
+    lambda_full: float = 1.0
+
+
+@dataclass(frozen=True)
+class SREMLossConfig:
+    """Hyperparameters of the SREM loss (Section 7.2 of docs/method.md)."""
+
+    tau: float = 0.07
+    tau_c: float = 0.05
+    lambda_c: float = 1.0
+    quantile: float = 0.5
+    clean_threshold: float = 0.5
+    bias: float = 0.5
+    swapped_weights: bool = True
+    warmup_infonce: bool = True

@@ -1,0 +1,49 @@
+"""The ``train`` and ``split`` sections of a run's configuration (torch-free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from disncl.methods import METHOD_NAMES
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop: method (a name from :data:`disncl.methods.METHODS`), schedule, devices, output."""
+
+    method: str = "disncl"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    lr_warmup_steps: int = 100
+    grad_clip: float = 1.0
+    warmup_epochs: int = 2
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    num_threads: int = 0
+    eval_batch_size: int = 512
+    select_on: Literal["auto", "mii", "full"] = "auto"
+    out: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_NAMES:
+            raise ValueError(f"method {self.method!r} is not one of {list(METHOD_NAMES)}")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Gaussian-mixture settings of the split, NCR's values (Eq. 6 and Section 3 of docs/method.md)."""
+
+    n_components: int = 2
+    max_iter: int = 10
+    tol: float = 1e-2
+    reg_covar: float = 5e-4
+    threshold: float = 0.5
+    seed: int = 0
+    # Temperature of the per-pair InfoNCE loss the mixture is fitted on (Eq. 6, step 1), for every method.
+    tau: float = 0.07
+    # Weight of the previous epoch's clean probability in its running average (Eq. 6c); 0 = no smoothing.
+    ema: float = 0.0
