@@ -7,7 +7,7 @@ Run locally and open the printed URL in a browser::
 Every computation the page runs is also an API endpoint with a stable name ("/search_text", "/search_image",
 "/inspect_pair", "/explorer", "/explain_pair", "/export_flagged", "/model_card", "/gallery_page"),
 so ``gradio_client.Client(url).predict(..., api_name="/search_text")`` gives what the page shows.
-This file holds layout and event wiring only; the computations live in :mod:`disncl.serve.app_logic`.
+This file holds layout and event wiring only; the computations live in :mod:`disncl.app`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ os.environ["GRADIO_ANALYTICS_CACHE_FREQUENCY"] = str(2**62)
 import gradio as gr  # noqa: E402  (must follow the environment setting above)
 from gradio.data_classes import ImageData  # noqa: E402
 
-from disncl.serve import app_logic as logic  # noqa: E402
+import disncl.app as logic  # noqa: E402
 from disncl.serve import choose_providers  # noqa: E402
 
 DEFAULT_HOST = "127.0.0.1"
@@ -84,7 +84,7 @@ def shown_to_user() -> Iterator[None]:
 
 
 class CheckedImage(gr.Image):
-    """An image input whose upload is checked (:func:`~disncl.serve.app_logic.check_upload`) before anything opens it.
+    """An image input whose upload is checked (:func:`~disncl.app.check_upload`) before anything opens it.
 
     Gradio's own preprocessing opens every upload with PIL: a file that is not an image fails there
     with a bare "Error" the page cannot explain, and a data: URL is decoded in full before any size
@@ -225,7 +225,7 @@ def _image_picker(services: logic.Services, label: str, prefix: str, page_api: s
 
 
 def _caption_table(label: str, elem_id: str) -> gr.Dataframe:
-    """A read-only table of caption hits (:data:`~disncl.serve.app_logic.CAPTION_HIT_HEADERS`)."""
+    """A read-only table of caption hits (:data:`~disncl.app.CAPTION_HIT_HEADERS`)."""
     return gr.Dataframe(
         headers=logic.CAPTION_HIT_HEADERS, column_widths=logic.CAPTION_HIT_WIDTHS, label=label, interactive=False,
         wrap=True, elem_id=elem_id,
@@ -536,7 +536,7 @@ def launch(
 
     Binds to ``host``, this machine only (127.0.0.1) unless the caller names another interface.
     Only the gallery's image root is served besides Gradio's own upload/output cache, and uploads
-    over :data:`~disncl.serve.app_logic.MAX_UPLOAD_BYTES` are refused by the upload route itself.
+    over :data:`~disncl.app.MAX_UPLOAD_BYTES` are refused by the upload route itself.
     """
     demo.queue(default_concurrency_limit=ENCODER_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
     return demo.launch(

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # app.py lives at the repository root, outside the package
 
 import app  # noqa: E402  (needs the repository root on the path)
-from disncl.serve import app_logic as logic  # noqa: E402
+import disncl.app as logic  # noqa: E402
 from disncl.serve.bundle import Bundle  # noqa: E402
 from disncl.serve.gallery import Gallery  # noqa: E402
 from disncl.serve.pair_scores import PairScores  # noqa: E402

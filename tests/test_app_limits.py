@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # app.py lives at the repository root, outside the package
 
 import app  # noqa: E402  (needs the repository root on the path)
-from disncl.serve import app_logic as logic  # noqa: E402
+import disncl.app as logic  # noqa: E402
 from disncl.serve.bundle import Bundle  # noqa: E402
 from disncl.serve.gallery import Gallery  # noqa: E402
 
@@ -218,7 +218,7 @@ def test_non_finite_numbers_get_a_message() -> None:
         with pytest.raises(logic.AppError, match="number of results"):
             logic.check_k(bad, 10)
         with pytest.raises(logic.AppError, match="number of rows"):
-            logic._row_limit(bad)
+            logic.check_row_limit(bad)
 
 
 # ---------------------------------------------------------------------------------------------- files served

@@ -1,0 +1,95 @@
+"""The app's presenter: what each tab computes, without Gradio, one module per tab.
+
+``app.py`` lays out components and wires events to these functions, so every number the app shows
+can be tested (and reproduced) by calling them on a loaded :class:`Services`. Nothing here imports
+torch: the encoders are a torch-free :class:`~disncl.serve.bundle.Bundle`.
+
+Similarity spaces: ``"mii"`` ranks by the modality-invariant codes (what DisNCL retrieves with) and
+``"full"`` by the tower features (docs/method.md, Section 1).
+"""
+
+from disncl.app.explorer import (
+    EXPLORER_HEADERS,
+    EXPLORER_SHOW,
+    EXPLORER_SORTS,
+    check_row_limit,
+    explain_pair,
+    explorer_rows,
+    explorer_summary,
+    export_flagged,
+    histogram_figure,
+    summary_markdown,
+)
+from disncl.app.inspector import (
+    inspect_pair,
+    pair_markdown,
+    soft_match_score,
+)
+from disncl.app.limits import (
+    MAX_K,
+    MAX_QUERY_CHARS,
+    MAX_UPLOAD_BYTES,
+    check_k,
+    check_upload,
+    image_query,
+)
+from disncl.app.model_card import (
+    model_card,
+)
+from disncl.app.search import (
+    CAPTION_HIT_HEADERS,
+    CAPTION_HIT_WIDTHS,
+    IMAGE_HIT_HEADERS,
+    IMAGE_HIT_WIDTHS,
+    browse_page,
+    caption_hit_rows,
+    image_gallery_items,
+    image_hit_rows,
+    page_count,
+    search_image,
+    search_text,
+)
+from disncl.app.services import (
+    SPACES,
+    AppError,
+    Services,
+    manifest_tau,
+)
+
+__all__ = [
+    "AppError",
+    "CAPTION_HIT_HEADERS",
+    "CAPTION_HIT_WIDTHS",
+    "EXPLORER_HEADERS",
+    "EXPLORER_SHOW",
+    "EXPLORER_SORTS",
+    "IMAGE_HIT_HEADERS",
+    "IMAGE_HIT_WIDTHS",
+    "MAX_K",
+    "MAX_QUERY_CHARS",
+    "MAX_UPLOAD_BYTES",
+    "SPACES",
+    "Services",
+    "browse_page",
+    "caption_hit_rows",
+    "check_k",
+    "check_row_limit",
+    "check_upload",
+    "explain_pair",
+    "explorer_rows",
+    "explorer_summary",
+    "export_flagged",
+    "histogram_figure",
+    "image_gallery_items",
+    "image_hit_rows",
+    "image_query",
+    "inspect_pair",
+    "manifest_tau",
+    "model_card",
+    "page_count",
+    "pair_markdown",
+    "search_image",
+    "search_text",
+    "soft_match_score",
+    "summary_markdown",
+]

@@ -1,0 +1,247 @@
+"""The Noisy-pair explorer tab: the training pairs' table, threshold metrics, histogram, "why flagged", exports."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from disncl.app.limits import check_text_length
+from disncl.app.services import AppError, Services
+from disncl.serve.gallery import UnsafePathError, safe_relative_path
+from disncl.serve.pair_scores import PairScores
+
+EXPLORER_SORTS = {
+    "clean probability": "clean_prob",
+    "MII similarity": "mii_sim",
+    "full similarity": "full_sim",
+    "full − MII": "exclusive",
+    "rank of the true image": "image_rank",
+    "loss": "loss",
+    "pair": "pair",
+}
+EXPLORER_SHOW = ("all", "flagged", "kept")
+EXPLORER_HEADERS = [
+    "pair", "thumbnail", "caption", "clean prob", "MII sim", "full sim", "full − MII", "image rank", "flagged",
+    "ground truth",
+]
+
+
+
+
+def require_pair_scores(services: Services) -> PairScores:
+    if services.pair_scores is None:
+        raise AppError(
+            "this gallery has no pair scores attached; rebuild it with a training run's pair_scores.csv "
+            "(python -m disncl index ... --pair-scores RUN/pair_scores.csv)"
+        )
+    return services.pair_scores
+
+
+def check_threshold(threshold: float) -> float:
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError) as exc:
+        raise AppError(f"threshold {threshold!r} is not a number") from exc
+    if not 0.0 <= value <= 1.0:
+        raise AppError(f"threshold must be a clean probability between 0 and 1, got {threshold}")
+    return value
+
+
+def pair_image_path(services: Services, relative: str | None) -> Path | None:
+    """A training image (path relative to the data root) if it lies under the gallery root and exists.
+
+    Training paths come from the pair-scores file, not from the user, and are still checked to stay
+    under the root, which is the only folder the app serves files from.
+    """
+    if not relative:
+        return None
+    try:
+        path = services.gallery.root / safe_relative_path(relative)
+    except UnsafePathError:
+        return None
+    return path if path.is_file() else None
+
+
+def _truth(scores: PairScores, rows: np.ndarray) -> list[str]:
+    return ["clean" if scores.is_clean[r] else "noisy" if scores.truth_known[r] else "unknown" for r in rows]
+
+
+def explorer_rows(
+    services: Services,
+    threshold: float,
+    show: str = "all",
+    sort_by: str = "clean probability",
+    descending: bool = False,
+    contains: str = "",
+    limit: float = 200,
+    thumbnail: Callable[[Path | None], str] = lambda p: "" if p is None else str(p),
+) -> list[list[Any]]:
+    """Rows of the explorer table (:data:`EXPLORER_HEADERS`), filtered, sorted and cut to ``limit``.
+
+    ``show`` keeps all, only flagged (clean probability ≤ threshold) or only kept pairs; ``contains``
+    keeps captions containing that text (case-insensitive); ``thumbnail`` renders an image path.
+    """
+    scores = require_pair_scores(services)
+    flag = scores.flagged(check_threshold(threshold))
+    if show not in EXPLORER_SHOW:
+        raise AppError(f"show must be one of {', '.join(EXPLORER_SHOW)}, got {show!r}")
+    if sort_by not in EXPLORER_SORTS:
+        raise AppError(f"sort by must be one of {', '.join(EXPLORER_SORTS)}, got {sort_by!r}")
+    keep = np.ones(len(scores), dtype=bool) if show == "all" else flag if show == "flagged" else ~flag
+    needle = check_text_length((contains or "").strip(), "filter text").lower()
+    if needle:
+        keep &= np.array([needle in c.lower() for c in scores.caption], dtype=bool)
+    key = EXPLORER_SORTS[sort_by]
+    values = scores.full_sim - scores.mii_sim if key == "exclusive" else getattr(scores, key)
+    rows = np.flatnonzero(keep)
+    # Stable sort with the pair id as the tie-break, so equal scores keep a reproducible order.
+    order = np.lexsort((scores.pair[rows], -values[rows] if descending else values[rows]))
+    rows = rows[order][: check_row_limit(limit)]
+    truth = _truth(scores, rows)
+    return [
+        [
+            int(scores.pair[r]),
+            thumbnail(pair_image_path(services, scores.image[r])),
+            scores.caption[r],
+            round(float(scores.clean_prob[r]), 4),
+            round(float(scores.mii_sim[r]), 4),
+            round(float(scores.full_sim[r]), 4),
+            round(float(scores.full_sim[r] - scores.mii_sim[r]), 4),
+            int(scores.image_rank[r]),
+            "yes" if flag[r] else "no",
+            t,
+        ]
+        for r, t in zip(rows, truth, strict=True)
+    ]
+
+
+def check_row_limit(limit: float) -> int:
+    try:
+        value = int(limit)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise AppError(f"number of rows {limit!r} is not a number") from exc
+    if value < 1:
+        raise AppError(f"number of rows must be at least 1, got {limit}")
+    return value
+
+
+def explorer_summary(services: Services, threshold: float) -> dict[str, float | int]:
+    """Counts at the threshold and, where ground truth exists, precision, recall and AUROC of the flag."""
+    summary = require_pair_scores(services).summary(check_threshold(threshold))
+    # NaN is not JSON; an undefined ratio is reported as null.
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The explorer's live counts and detection quality as a line of markdown."""
+    text = (
+        f"**{summary['n_flagged']}** of {summary['n_pairs']} training pairs flagged as noisy "
+        f"({100 * summary['flagged_fraction']:.1f} %) at clean probability ≤ {summary['threshold']:.2f}."
+    )
+    if summary.get("n_truth_known"):
+        def fmt(key: str) -> str:
+            value = summary.get(key)
+            return "n/a" if value is None else f"{value:.3f}"
+
+        text += (
+            f" Ground truth known for {summary['n_truth_known']} pairs ({summary['n_noisy']} truly noisy): "
+            f"precision **{fmt('noisy_precision')}**, recall **{fmt('noisy_recall')}**, "
+            f"AUROC **{fmt('auroc')}** (threshold-free)."
+        )
+    else:
+        text += " No ground truth in this file, so precision, recall and AUROC cannot be computed."
+    return text
+
+
+def histogram_figure(services: Services, threshold: float, bins: int = 20) -> Figure:
+    """Stacked histogram of clean probabilities, flagged and kept pairs in two colours, threshold marked."""
+    threshold = check_threshold(threshold)
+    hist = require_pair_scores(services).histogram(bins=bins, threshold=threshold)
+    edges = hist["edges"]
+    width = np.diff(edges)
+    fig = Figure(figsize=(6.4, 3.0), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title("Clean probability of the training pairs", fontsize="medium")
+    ax.bar(edges[:-1], hist["kept"], width=width, align="edge", color="#4c78a8", label="kept (clean)")
+    ax.bar(
+        edges[:-1], hist["flagged"], width=width, align="edge", bottom=hist["kept"], color="#e45756",
+        label="flagged (noisy)",
+    )
+    ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("clean probability")
+    ax.set_ylabel("training pairs")
+    ax.legend(loc="upper center", fontsize="small", frameon=False, ncols=3, bbox_to_anchor=(0.5, -0.22))
+    return fig
+
+
+@dataclass(frozen=True)
+class PairExplanation:
+    """Why a training pair is (or is not) flagged: its values and the partners the model prefers."""
+
+    values: dict[str, Any]
+    image: Path | None
+    best_image: Path | None
+    markdown: str
+
+
+def explain_pair(services: Services, pair: float | int | str, threshold: float) -> PairExplanation:
+    """The "why flagged" view of one training pair."""
+    scores = require_pair_scores(services)
+    try:
+        number = int(float(pair))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise AppError(f"pair {pair!r} is not a pair number; pick a row of the table") from exc
+    try:
+        info = scores.explain(number, check_threshold(threshold))
+    except KeyError as exc:
+        raise AppError(str(exc.args[0])) from exc
+    best_caption = info["best_caption_for_image"]
+    best_image = info["best_image"]
+    verdict = "flagged as noisy" if info["flagged"] else "kept as clean"
+    truth = {True: "clean", False: "noisy", None: "unknown"}[info["is_clean"]]
+    own_caption_wins = best_caption["index"] == info["caption_index"]
+    own_image_wins = best_image["index"] == info["image_index"]
+    lines = [
+        f"### Pair {info['pair']}: {verdict} (ground truth: {truth})",
+        f"> {info['caption']}",
+        "",
+        f"- clean probability **{info['clean_prob']:.3f}** (threshold {threshold:.2f}); per-pair loss "
+        f"{info['loss']:.3f}",
+        f"- MII similarity {info['mii_sim']:.3f}, full similarity {info['full_sim']:.3f} "
+        f"(full − MII {info['full_sim'] - info['mii_sim']:+.3f})",
+        f"- its image ranks **#{info['image_rank']}** among all training images for this caption",
+        "- the caption that best matches its image instead: "
+        + ("this very caption" if own_caption_wins else f"#{best_caption['index']} “{best_caption['text'] or '?'}”"),
+        "- the best image for this caption: "
+        + ("its own image" if own_image_wins else f"training image #{best_image['index']} (right)"),
+    ]
+    return PairExplanation(
+        values=info,
+        image=pair_image_path(services, info["image"]),
+        best_image=pair_image_path(services, best_image["path"]),
+        markdown="\n".join(lines),
+    )
+
+
+def export_flagged(services: Services, threshold: float) -> tuple[Path, list[Path]]:
+    """Write the flagged pairs as CSV and the pairing as a noise index with per-caption flags.
+
+    Returns the CSV and the noise-index files (``noise_index.npy``, its ``.json`` sidecar and
+    ``noise_index.flagged.npy``), in a fresh folder per call so concurrent users do not clash.
+    """
+    scores = require_pair_scores(services)
+    threshold = check_threshold(threshold)
+    mask = scores.flagged(threshold)
+    folder = services.export_root / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    csv_path = scores.to_csv(folder / f"flagged_pairs_t{threshold:.2f}.csv", mask)
+    index_path, flags_path = scores.to_noise_index(folder / "noise_index.npy", mask)
+    return csv_path, [index_path, index_path.with_suffix(".json"), flags_path]
