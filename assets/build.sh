@@ -12,7 +12,7 @@ rm -rf assets/data assets/bundle assets/gallery assets/training
 python -m disncl synth --out assets/data --n-train 600 --n-val 150 --n-test 250 --image-size 32 --seed 0 --no-progress
 python -m disncl train --config assets/demo.yaml --out "$work/run" --no-progress
 python -m disncl eval "$work/run" --no-progress
-python -m export --run "$work/run" --out assets/bundle --no-progress
+python -m disncl export --run "$work/run" --out assets/bundle --no-progress
 python -m disncl index --bundle assets/bundle --captions assets/data/test.csv \
   --pair-scores "$work/run/pair_scores.csv" --out assets/gallery --no-progress
 mkdir -p assets/training

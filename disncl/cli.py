@@ -1,4 +1,4 @@
-"""``python -m disncl synth | train | eval``."""
+"""``disncl synth | train | eval | bench | export | index | shards`` (also ``python -m disncl ...``)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     sub.add_parser("index", help="encode images/captions with an exported bundle into a FAISS gallery "
                    "(see `index --help`)", add_help=False)
+    sub.add_parser("export", help="export a run's checkpoint to an ONNX serving bundle (see `export --help`)",
+                   add_help=False)
     sub.add_parser("shards", help="pack a dataset folder's split into WebDataset-style tar shards "
                    "(see `shards --help`)", add_help=False)
 
@@ -109,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         from disncl.serve.index_cli import main as index_main
 
         return index_main(argv[1:])
+    if argv and argv[0] == "export":
+        from disncl.export.__main__ import main as export_main
+
+        return export_main(argv[1:])
     if argv and argv[0] == "shards":
         from disncl.data.shard_writer import main as shards_main
 

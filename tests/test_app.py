@@ -55,10 +55,10 @@ def build_assets(data: Path, out: Path) -> Assets:
     Cached, so the browser test module, which imports the ``assets`` fixture, reuses the same files.
     """
     from disncl.config import load_config
+    from disncl.export import export_bundle
     from disncl.serve.index_cli import collect_items
     from disncl.train.evaluate import evaluate_run
     from disncl.train.loop import train
-    from export import export_bundle
 
     run = train(load_config(None, tiny_overrides(data, out / "run")), progress=False)
     evaluate_run(run, "best", detection=False, progress=False)

@@ -19,13 +19,13 @@ from PIL import Image
 from disncl.config import load_config
 from disncl.data.dataset import load_split
 from disncl.data.images import ImageArray, load_image
+from disncl.export import export_bundle
 from disncl.models.checkpoint import load_model
 from disncl.models.tokenizer import tokenize
 from disncl.serve import Bundle, BundleError, Encodings, choose_providers
 from disncl.serve.preprocess import load_rgb
 from disncl.serve.providers import CPU
 from disncl.train.loop import train
-from export import export_bundle
 
 ATOL = 1e-4
 

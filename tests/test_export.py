@@ -13,6 +13,9 @@ from conftest import tiny_overrides
 from tokenizers import Tokenizer
 
 from disncl.config import load_config
+from disncl.export import ParityError, ParityInputs, export_bundle
+from disncl.export.__main__ import main
+from disncl.export.parity import check_parity, default_inputs, synthetic_inputs
 from disncl.models.checkpoint import CheckpointError, load_model
 from disncl.models.tokenizer import tokenize
 from disncl.serve.bundle import Bundle, sha256_file
@@ -20,9 +23,6 @@ from disncl.serve.preprocess import tokenize_texts
 from disncl.serve.providers import CPU
 from disncl.train.evaluate import evaluate_run
 from disncl.train.loop import train
-from export import ParityError, ParityInputs, export_bundle
-from export.__main__ import main
-from export.parity import check_parity, default_inputs, synthetic_inputs
 
 TOLERANCE = 1e-4
 

@@ -257,11 +257,11 @@ def test_index_items_from_a_folder_and_a_captions_file(tmp_path: Path) -> None:
 def test_index_cli_builds_a_gallery_with_a_real_bundle(tiny_synth: Path, tmp_path: Path) -> None:
     """End to end through ONNX: an untrained tiny model is exported and the synthetic test split indexed."""
     from disncl.data.formats import load_captions_file
+    from disncl.export import export_bundle
     from disncl.models.checkpoint import build_model, save_model
     from disncl.models.config import ModelConfig
     from disncl.serve.bundle import Bundle
     from disncl.serve.index_cli import main
-    from export import export_bundle
 
     cfg = ModelConfig(image_size=32, patch_size=8, vision_width=32, vision_layers=1, vision_heads=2, text_width=32,
                       text_layers=1, text_heads=2, embed_dim=32, mii_dim=16, mei_dim=16, head_hidden=32)

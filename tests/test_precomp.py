@@ -307,7 +307,7 @@ def test_precomp_data_and_arch_must_match(precomp: Path, tmp_path: Path) -> None
 
 
 def test_export_refuses_a_precomp_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from export.__main__ import main as export_main
+    from disncl.export.__main__ import main as export_main
 
     model, tok = tiny_precomp_model()
     save_model(model, tok, tmp_path / "run" / "best")

@@ -1,6 +1,6 @@
 """A torch-free serving bundle: two ONNX graphs, a tokenizer file and a manifest.
 
-A bundle directory (written by ``python -m export``) holds ``image.onnx``, ``text.onnx``,
+A bundle directory (written by ``python -m disncl export``) holds ``image.onnx``, ``text.onnx``,
 ``tokenizer.json`` and ``manifest.json``; the manifest records the preprocessing constants, the
 graphs' inputs and outputs, and a sha256 checksum of every other file. :meth:`Bundle.load` checks
 all of it before creating any ONNX Runtime session, so a corrupt or mismatched bundle fails with
@@ -83,7 +83,9 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise BundleError(f"{path}: not found; is {path.parent} a bundle written by `python -m export`?") from exc
+        raise BundleError(
+            f"{path}: not found; is {path.parent} a bundle written by `python -m disncl export`?"
+        ) from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path}: unreadable ({exc}); re-export the bundle") from exc
     if not isinstance(manifest, dict):

@@ -1,4 +1,4 @@
-"""``python -m export --run RUN_DIR [--checkpoint best|last] --out BUNDLE_DIR [--opset N]``."""
+"""``python -m disncl export --run RUN_DIR [--checkpoint best|last] --out BUNDLE_DIR [--opset N]``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .parity import ParityError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m export",
+        prog="python -m disncl export",
         description="Export a trained run's checkpoint to an ONNX serving bundle, checked against PyTorch.",
     )
     p.add_argument("--run", required=True, type=Path, help="run directory (holds best/ and last/)")

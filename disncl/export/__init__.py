@@ -1,6 +1,6 @@
 """Export a trained DisNCL model to a torch-free serving bundle (ONNX graphs + tokenizer + manifest).
 
-``python -m export --run RUN_DIR --out BUNDLE_DIR``; load the result with
+``python -m disncl export --run RUN_DIR --out BUNDLE_DIR``; load the result with
 :class:`disncl.serve.Bundle`.
 """
 

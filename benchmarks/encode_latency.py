@@ -1,6 +1,6 @@
 """CPU encode latency of a run's checkpoint: PyTorch versus its exported ONNX bundle.
 
-``python -m export.bench --run RUN_DIR [--checkpoint best] [--batch-sizes 1 64] [--repeats 30]``
+``python benchmarks/encode_latency.py --run RUN_DIR [--checkpoint best] [--batch-sizes 1 64] [--repeats 30]``
 
 Both sides are timed end to end from what an application holds, uint8 images already at the
 model's size and caption strings, to the three numpy embeddings: PyTorch through
@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from disncl.export.build import export_bundle
+from disncl.export.parity import default_inputs
 from disncl.models.checkpoint import load_model
 from disncl.models.tokenizer import tokenize
 from disncl.serve import Bundle
 from disncl.serve.providers import CPU
-
-from .build import export_bundle
-from .parity import default_inputs
 
 _WARMUP = 3
 
@@ -82,7 +81,7 @@ def benchmark(model_dir: Path, batch_sizes: list[int], repeats: int) -> list[dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python benchmarks/encode_latency.py", description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True, type=Path, help="run directory (holds best/ and last/)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
