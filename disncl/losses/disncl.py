@@ -17,7 +17,17 @@ from disncl.losses.config import DisNCLLossConfig
 from disncl.losses.infonce import similarity, soft_infonce
 
 LOGVAR_LIMIT = 30.0
-CLUB_PAIRS: tuple[str, ...] = ("uv_zt", "ut_zv", "zv_uv", "zt_ut")
+# The four dependencies the exclusivity part penalises (Eq. 7): name -> (a, b) for I(a; b), with the
+# CLUB network q(b | a) (Eq. 8). MEI of one modality against the other's MII, and each modality's MII
+# against its own MEI. Codes are named z_v, z_t (MII) and u_v, u_t (MEI); the model builds one
+# network per entry and the objective reads the codes by these names.
+CLUB_ROLES: dict[str, tuple[str, str]] = {
+    "uv_zt": ("u_v", "z_t"),
+    "ut_zv": ("u_t", "z_v"),
+    "zv_uv": ("z_v", "u_v"),
+    "zt_ut": ("z_t", "u_t"),
+}
+CLUB_PAIRS: tuple[str, ...] = tuple(CLUB_ROLES)
 
 
 @dataclass
@@ -188,13 +198,8 @@ def _mi_terms(x: DisNCLInputs, cfg: DisNCLLossConfig) -> dict[str, Tensor]:
         # MI >= 0: a negative estimate only says q is mis-fitted, so it must not reward the encoders.
         return {name: club_bound(*x.club[name]).clamp_min(0.0) for name in CLUB_PAIRS}
     if cfg.mi_estimator == "xcov":
-        codes = {
-            "uv_zt": (x.u_v, x.z_t),
-            "ut_zv": (x.u_t, x.z_v),
-            "zv_uv": (x.z_v, x.u_v),
-            "zt_ut": (x.z_t, x.u_t),
-        }
-        return {name: cross_covariance_penalty(*map(_unit, codes[name])) for name in CLUB_PAIRS}
+        return {name: cross_covariance_penalty(_unit(getattr(x, a)), _unit(getattr(x, b)))
+                for name, (a, b) in CLUB_ROLES.items()}
     raise ValueError(f"unknown mi_estimator {cfg.mi_estimator!r}; expected 'club' or 'xcov'")
 
 

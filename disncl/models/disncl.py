@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import CLIPModel
 
+from disncl.losses.disncl import CLUB_ROLES
+
 from .config import ModelConfig
 from .heads import GaussianPredictor, HeadOutput, ModalityHead
 from .precomp import PrecompTowers
@@ -64,14 +66,12 @@ class DisNCLModel(nn.Module):
         self.towers: PrecompTowers | None = towers if isinstance(towers, PrecompTowers) else None
         self.image_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden, cfg.logvar_init)
         self.text_head = ModalityHead(cfg.embed_dim, cfg.mii_dim, cfg.mei_dim, cfg.head_hidden, cfg.logvar_init)
-        # "<a>_<b>" is q(b | a): MEI predicts the other modality's MII, MII predicts its own MEI.
-        mei, mii, hid = cfg.mei_dim, cfg.mii_dim, cfg.head_hidden
+        # One q(b | a) per CLUB role (the loss owns the roles): MII codes are mii_dim wide, MEI mei_dim.
+        width = {"z": cfg.mii_dim, "u": cfg.mei_dim}
         self.club = nn.ModuleDict(
             {
-                "uv_zt": GaussianPredictor(mei, mii, hid),
-                "ut_zv": GaussianPredictor(mei, mii, hid),
-                "zv_uv": GaussianPredictor(mii, mei, hid),
-                "zt_ut": GaussianPredictor(mii, mei, hid),
+                name: GaussianPredictor(width[a[0]], width[b[0]], cfg.head_hidden)
+                for name, (a, b) in CLUB_ROLES.items()
             }
         )
 

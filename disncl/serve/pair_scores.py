@@ -25,7 +25,9 @@ from disncl.io import atomic_write
 INT_COLUMNS = ("pair", "caption_index", "image_index", "image_rank", "best_image", "best_caption_for_image")
 FLOAT_COLUMNS = ("clean_prob", "loss", "mii_sim", "full_sim")
 TEXT_COLUMNS = ("image", "caption")
-# The order training writes them in; exports keep it so they read back like the original.
+NUMERIC_COLUMNS = (*INT_COLUMNS, *FLOAT_COLUMNS)
+# The file's columns in order: training writes them (disncl.train.scoring imports this schema), exports
+# keep the order so they read back like the original.
 COLUMNS = (*INT_COLUMNS[:3], *FLOAT_COLUMNS, *INT_COLUMNS[3:], *TEXT_COLUMNS, "is_clean")
 
 _TRUE = {"1", "true", "True"}

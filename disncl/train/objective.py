@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from disncl.config import RunConfig
-from disncl.losses.disncl import CLUB_PAIRS, DisNCLInputs, disncl_loss, gaussian_nll
+from disncl.losses.disncl import CLUB_ROLES, DisNCLInputs, disncl_loss, gaussian_nll
 from disncl.losses.infonce import infonce
 from disncl.losses.srem import srem_loss
 from disncl.methods import get_method
@@ -75,14 +75,13 @@ def disncl_objective(
     z_t, u_t = reparameterize(et.mu_z, et.logvar_z), reparameterize(et.mu_u, et.logvar_u)
     # Scale-free codes for the MI estimate (Eq. 8c): otherwise the encoders lower the CLUB value by
     # rescaling codes against q_θ's fixed variances instead of removing shared information.
-    n_zv, n_zt, n_uv, n_ut = (F.normalize(c, dim=-1) for c in (z_v, z_t, u_v, u_t))
-    codes = {"uv_zt": (n_uv, n_zt), "ut_zv": (n_ut, n_zv), "zv_uv": (n_zv, n_uv), "zt_ut": (n_zt, n_ut)}
+    unit = {name: F.normalize(c, dim=-1) for name, c in (("z_v", z_v), ("z_t", z_t), ("u_v", u_v), ("u_t", u_t))}
 
     club: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
     q_nll = pixels.new_zeros(())
     if cfg.use_mi and cfg.mi_estimator == "club":
-        for name in CLUB_PAIRS:
-            a, b = codes[name]
+        for name, (a_name, b_name) in CLUB_ROLES.items():
+            a, b = unit[a_name], unit[b_name]
             q = model.club[name]
             frozen = {k: p.detach() for k, p in q.named_parameters()}
             q_mu, q_logvar = functional_call(q, frozen, (a,))

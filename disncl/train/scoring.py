@@ -14,6 +14,7 @@ from disncl.data.pairs import CaptionedImages
 from disncl.eval.encode import Embeddings
 from disncl.io import atomic_write
 from disncl.losses.infonce import per_pair_infonce
+from disncl.serve.pair_scores import COLUMNS, NUMERIC_COLUMNS, TEXT_COLUMNS
 
 
 def per_pair_loss(
@@ -73,9 +74,14 @@ def pair_table(
 def write_pair_scores(
     path: str | Path, table: dict[str, np.ndarray], ds: CaptionedImages, is_clean: np.ndarray | None
 ) -> Path:
-    """Write the table as CSV (atomically) with the caption text and image path joined in."""
-    cols = list(table)
-    header = [*cols, "image", "caption", "is_clean"]
+    """Write the table as CSV (atomically) with the caption text and image path joined in.
+
+    The columns and their order are the reader's (:data:`disncl.serve.pair_scores.COLUMNS`).
+    """
+    cols = [c for c in COLUMNS if c in NUMERIC_COLUMNS]
+    if set(table) != set(cols):
+        raise ValueError(f"pair table columns {sorted(table)} differ from the pair-scores schema {sorted(cols)}")
+    header = list(COLUMNS)
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
@@ -84,7 +90,9 @@ def write_pair_scores(
             for k in range(len(table["pair"])):
                 row = [_fmt(table[c][k]) for c in cols]
                 gt = "" if is_clean is None else int(is_clean[k])
-                w.writerow([*row, ds.image_paths[table["image_index"][k]], ds.captions[table["caption_index"][k]], gt])
+                text = {"image": ds.image_paths[table["image_index"][k]],
+                        "caption": ds.captions[table["caption_index"][k]]}
+                w.writerow([*row, *(text[c] for c in TEXT_COLUMNS), gt])
 
     return atomic_write(path, write)
 
