@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,41 +241,9 @@ def _picked_from(ids: list[int], evt: gr.SelectData) -> int:
 # ---------------------------------------------------------------------------------------------- search tab
 
 
-def _search_tab(services: logic.Services) -> None:
+def _search_handlers(services: logic.Services) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The Search tab's two API endpoints, bound to ``services`` (their docstrings are the API docs)."""
     gallery = services.gallery
-    gr.Markdown("### Text → image", elem_classes="hint")
-    with gr.Row(equal_height=True):
-        query = gr.Textbox(
-            label="Caption", placeholder="e.g. a small red circle above a blue square", scale=5, elem_id="search-query",
-            max_length=logic.MAX_QUERY_CHARS,
-        )
-        k = gr.Slider(1, logic.MAX_K, value=DEFAULT_K, step=1, label="Results per space", scale=2)
-        go_text = gr.Button("Search images", variant="primary", scale=1, elem_id="search-text-button")
-    with gr.Row():
-        mii_images = gr.Gallery(
-            label="Ranked by MII similarity", columns=4, height=330, allow_preview=False, elem_id="mii-results"
-        )
-        full_images = gr.Gallery(
-            label="Ranked by full-feature similarity", columns=4, height=330, allow_preview=False,
-            elem_id="full-results",
-        )
-    with gr.Accordion("Scores and ranks in both spaces", open=False):
-        image_table = gr.Dataframe(
-            headers=logic.IMAGE_HIT_HEADERS, interactive=False, wrap=True, column_widths=logic.IMAGE_HIT_WIDTHS
-        )
-    gr.Markdown("Click a result image to search for its captions.", elem_classes="hint")
-
-    gr.Markdown("### Image → text", elem_classes="hint")
-    with gr.Row():
-        with gr.Column(scale=2):
-            picker = _image_picker(services, "Query image", "search", page_api="gallery_page")
-            go_image = gr.Button("Find captions", variant="primary", elem_id="search-image-button")
-        with gr.Column(scale=3):
-            mii_captions = _caption_table("Ranked by MII similarity", "mii-captions")
-            full_captions = _caption_table("Ranked by full-feature similarity", "full-captions")
-            gr.Markdown("Click a caption to search for its images.", elem_classes="hint")
-
-    ids = {name: gr.State([]) for name in ("mii_images", "full_images", "mii_captions", "full_captions")}
 
     def search_text(text: str, k: float) -> tuple[Any, ...]:
         """Text → image search: the gallery images closest to a caption under MII and full-feature similarity.
@@ -316,6 +284,45 @@ def _search_tab(services: logic.Services) -> None:
                 [h.index for h in hits["full"]],
             )
 
+    return search_text, search_image
+
+
+def _search_tab(services: logic.Services) -> None:
+    gallery = services.gallery
+    gr.Markdown("### Text → image", elem_classes="hint")
+    with gr.Row(equal_height=True):
+        query = gr.Textbox(
+            label="Caption", placeholder="e.g. a small red circle above a blue square", scale=5, elem_id="search-query",
+            max_length=logic.MAX_QUERY_CHARS,
+        )
+        k = gr.Slider(1, logic.MAX_K, value=DEFAULT_K, step=1, label="Results per space", scale=2)
+        go_text = gr.Button("Search images", variant="primary", scale=1, elem_id="search-text-button")
+    with gr.Row():
+        mii_images = gr.Gallery(
+            label="Ranked by MII similarity", columns=4, height=330, allow_preview=False, elem_id="mii-results"
+        )
+        full_images = gr.Gallery(
+            label="Ranked by full-feature similarity", columns=4, height=330, allow_preview=False,
+            elem_id="full-results",
+        )
+    with gr.Accordion("Scores and ranks in both spaces", open=False):
+        image_table = gr.Dataframe(
+            headers=logic.IMAGE_HIT_HEADERS, interactive=False, wrap=True, column_widths=logic.IMAGE_HIT_WIDTHS
+        )
+    gr.Markdown("Click a result image to search for its captions.", elem_classes="hint")
+
+    gr.Markdown("### Image → text", elem_classes="hint")
+    with gr.Row():
+        with gr.Column(scale=2):
+            picker = _image_picker(services, "Query image", "search", page_api="gallery_page")
+            go_image = gr.Button("Find captions", variant="primary", elem_id="search-image-button")
+        with gr.Column(scale=3):
+            mii_captions = _caption_table("Ranked by MII similarity", "mii-captions")
+            full_captions = _caption_table("Ranked by full-feature similarity", "full-captions")
+            gr.Markdown("Click a caption to search for its images.", elem_classes="hint")
+
+    ids = {name: gr.State([]) for name in ("mii_images", "full_images", "mii_captions", "full_captions")}
+    search_text, search_image = _search_handlers(services)
     text_outputs = [mii_images, full_images, image_table, ids["mii_images"], ids["full_images"]]
     image_inputs = [*picker.inputs, k]
     image_outputs = [mii_captions, full_captions, ids["mii_captions"], ids["full_captions"]]
@@ -326,10 +333,10 @@ def _search_tab(services: logic.Services) -> None:
 
     def image_result(ids_shown: list[int], evt: gr.SelectData) -> tuple[str, int]:
         i = _picked_from(ids_shown, evt)
-        return str(services.gallery.image_path(i)), i
+        return str(gallery.image_path(i)), i
 
     def caption_result(ids_shown: list[int], evt: gr.SelectData) -> str:
-        return services.gallery.captions[_picked_from(ids_shown, evt)]
+        return gallery.captions[_picked_from(ids_shown, evt)]
 
     for tiles, shown in ((mii_images, ids["mii_images"]), (full_images, ids["full_images"])):
         tiles.select(image_result, shown, picker.inputs, api_visibility="private").then(
@@ -397,40 +404,8 @@ def _inspector_tab(services: logic.Services) -> None:
 # ---------------------------------------------------------------------------------------------- explorer tab
 
 
-def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
-    if services.pair_scores is None:
-        gr.Markdown(
-            "This gallery has no training pair scores attached, so there is nothing to explore. Rebuild it with "
-            "`python -m disncl index ... --pair-scores RUN/pair_scores.csv`."
-        )
-        return
-    gr.Markdown(
-        "Every training pair with the clean probability the model assigned it (the posterior of the low-loss "
-        "mode of a two-component mixture on per-pair losses, docs/method.md Eq. 6). Pairs at or below the "
-        "threshold are **flagged** as probably mismatched. Click a row to see why.",
-        elem_classes="hint",
-    )
-    with gr.Row():
-        threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Flag pairs with clean probability ≤", scale=3)
-        show = gr.Radio(list(logic.EXPLORER_SHOW), value="all", label="Show", scale=2)
-    with gr.Row():
-        sort_by = gr.Dropdown(list(logic.EXPLORER_SORTS), value="clean probability", label="Sort by", scale=2)
-        descending = gr.Checkbox(value=False, label="Descending", scale=1)
-        contains = gr.Textbox(
-            label="Caption contains", placeholder="filter by words", scale=2, max_length=logic.MAX_QUERY_CHARS
-        )
-        limit = gr.Slider(10, 1000, value=100, step=10, label="Rows", scale=2)
-    with gr.Row():
-        with gr.Column(scale=2):
-            counts = gr.Markdown(elem_id="explorer-counts")
-            with gr.Accordion("Counts and detection quality as JSON", open=False):
-                metrics = gr.JSON(show_label=False)
-        histogram = gr.Plot(show_label=False, scale=3)
-    table = gr.Dataframe(
-        headers=logic.EXPLORER_HEADERS, datatype=["number", "markdown", "str", *["number"] * 5, "str", "str"],
-        interactive=False, wrap=True, elem_id="explorer-table", max_height=520,
-        column_widths=["6%", "7%", "35%", "7%", "7%", "7%", "7%", "7%", "7%", "10%"],
-    )
+def _explorer_detail() -> tuple[gr.components.Component, ...]:
+    """The explorer's lower half: one pair's "why flagged" with its images, and the export buttons."""
     gr.Markdown("### Why flagged?", elem_classes="hint")
     with gr.Row():
         with gr.Column(scale=3):
@@ -446,7 +421,11 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
         csv_file = gr.File(label="Flagged pairs (CSV)", scale=2, elem_id="export-csv")
         noise_files = gr.File(label="Noise index (.npy + .json) and per-caption flags (.npy)", file_count="multiple",
                               scale=2)
-    shown_pairs = gr.State([])
+    return pair, why, own_image, best_image, export, csv_file, noise_files
+
+
+def _explorer_handlers(services: logic.Services) -> tuple[Callable[..., Any], ...]:
+    """The explorer tab's API endpoints (explorer, explain_pair, export_flagged), bound to ``services``."""
 
     def explorer(t: float, show_: str, sort: str, desc: bool, text: str, rows: float) -> tuple[Any, ...]:
         """The noisy-pair explorer at a threshold: counts and detection quality, histogram, table of pairs.
@@ -500,6 +479,48 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
         with shown_to_user():
             csv_path, index_paths = logic.export_flagged(services, t)
         return str(csv_path), [str(p) for p in index_paths]
+
+    return explorer, explain_pair, export_flagged
+
+
+def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
+    if services.pair_scores is None:
+        gr.Markdown(
+            "This gallery has no training pair scores attached, so there is nothing to explore. Rebuild it with "
+            "`python -m disncl index ... --pair-scores RUN/pair_scores.csv`."
+        )
+        return
+    gr.Markdown(
+        "Every training pair with the clean probability the model assigned it (the posterior of the low-loss "
+        "mode of a two-component mixture on per-pair losses, docs/method.md Eq. 6). Pairs at or below the "
+        "threshold are **flagged** as probably mismatched. Click a row to see why.",
+        elem_classes="hint",
+    )
+    with gr.Row():
+        threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Flag pairs with clean probability ≤", scale=3)
+        show = gr.Radio(list(logic.EXPLORER_SHOW), value="all", label="Show", scale=2)
+    with gr.Row():
+        sort_by = gr.Dropdown(list(logic.EXPLORER_SORTS), value="clean probability", label="Sort by", scale=2)
+        descending = gr.Checkbox(value=False, label="Descending", scale=1)
+        contains = gr.Textbox(
+            label="Caption contains", placeholder="filter by words", scale=2, max_length=logic.MAX_QUERY_CHARS
+        )
+        limit = gr.Slider(10, 1000, value=100, step=10, label="Rows", scale=2)
+    with gr.Row():
+        with gr.Column(scale=2):
+            counts = gr.Markdown(elem_id="explorer-counts")
+            with gr.Accordion("Counts and detection quality as JSON", open=False):
+                metrics = gr.JSON(show_label=False)
+        histogram = gr.Plot(show_label=False, scale=3)
+    table = gr.Dataframe(
+        headers=logic.EXPLORER_HEADERS, datatype=["number", "markdown", "str", *["number"] * 5, "str", "str"],
+        interactive=False, wrap=True, elem_id="explorer-table", max_height=520,
+        column_widths=["6%", "7%", "35%", "7%", "7%", "7%", "7%", "7%", "7%", "10%"],
+    )
+    pair, why, own_image, best_image, export, csv_file, noise_files = _explorer_detail()
+    shown_pairs = gr.State([])
+
+    explorer, explain_pair, export_flagged = _explorer_handlers(services)
 
     def row_pair(pairs: list[int], evt: gr.SelectData) -> int:
         return _picked_from(pairs, evt)
