@@ -505,7 +505,9 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
         "the noise draw. Test numbers come from the best-validation checkpoint. rSum is the sum of R@1/5/10 both "
         "ways (max 600); noise AUROC is how well the per-epoch GMM clean probability ranks the true clean pairs.",
         "",
-        f"Runs: {len(results)} ({', '.join(f'{g}: {n}' for g, n in groups.items())}).",
+        f"Runs: {len(results)} of the preset's {len(preset.runs())} finished "
+        f"({', '.join(f'{g}: {n}' for g, n in groups.items())})"
+        + ("; re-running the command finishes the rest." if len(results) < len(preset.runs()) else "."),
     ]
     total = sum(r["wall_seconds"] for r in results)
     lines.append(f"Compute: the runs' wall times add up to {total / 60:.1f} min (a run's time excludes starting "

@@ -118,8 +118,13 @@ def run_preset(
 
 
 def load_results(out: Path) -> list[dict[str, Any]]:
-    """Every finished run's ``result.json`` under ``out/runs``, sorted by name."""
+    """Every finished run's ``result.json`` under ``out/runs``, sorted by name.
+
+    ``run_dir`` is set to where the result is now: results travel (committed, copied) without their runs.
+    """
     results = []
     for path in sorted((out / "runs").glob(f"*/{RESULT_FILE}")):
-        results.append(json.loads(path.read_text(encoding="utf-8")))
+        result = json.loads(path.read_text(encoding="utf-8"))
+        result["run_dir"] = str(path.parent)
+        results.append(result)
     return results
