@@ -92,3 +92,33 @@ def test_eval_reports_recall_and_detection(tiny_synth: Path, tmp_path: Path, cap
     assert main(["eval", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "| mii |" in out and "| full |" in out and "noise detection" in out
+
+
+def test_adaptive_warmup_starts_the_split_once_losses_are_bimodal_and_survives_a_resume(
+    tiny_synth: Path, tmp_path: Path
+) -> None:
+    from disncl.train.loop import split_active, warmup_over
+
+    cfg = load_config(None, ["train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=3"])
+    bimodal = np.r_[np.zeros(50), np.ones(50)] + np.random.default_rng(0).normal(0, 0.01, 100)
+    flat = np.random.default_rng(1).normal(0, 1, 100)
+    assert not warmup_over(cfg, 0, bimodal)  # never before warmup_epochs
+    assert warmup_over(cfg, 1, bimodal) and not warmup_over(cfg, 1, flat)
+    assert warmup_over(cfg, 3, flat)  # the cap
+    assert [split_active(cfg, e, split_from=2) for e in range(4)] == [False, False, True, True]
+    assert not split_active(cfg, 5, split_from=-1)
+    assert not split_active(load_config(None, ["train.method=infonce"]), 5, split_from=0)
+
+    extra = {"train.warmup": "adaptive", "train.warmup_epochs": 1, "train.warmup_max_epochs": 2, "train.epochs": 3}
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(load_config(None, tiny_overrides(tiny_synth, straight, **extra)), progress=False)
+    log = _log(straight)
+    started = [r["split_used"] for r in log]
+    # The split starts after epoch 1 (bimodal) or 2 (the cap) and, once started, stays on.
+    assert started in ([False, True, True], [False, False, True])
+    assert all(r["loss_bimodality"] >= 0 for r in log)
+    assert started == [e >= 1 and (log[0]["loss_bimodality"] > 2.0 or e >= 2) for e in range(3)]
+    train(load_config(None, tiny_overrides(tiny_synth, split, **extra)), progress=False, stop_after=2)
+    assert main(["train", "--resume", "--out", str(split), "--no-progress"]) == 0
+    assert [r["split_used"] for r in _log(split)] == started
+    assert (straight / "pair_scores.csv").read_bytes() == (split / "pair_scores.csv").read_bytes()

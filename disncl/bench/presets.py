@@ -23,6 +23,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "full_similarity": ("train.select_on=full",),
     "xcov_mi": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0"),
     "ema_split": ("split.ema=0.5",),
+    "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -32,6 +33,7 @@ ABLATION_LABELS = {
     "full_similarity": "full-feature similarity instead of MII (split and selection)",
     "xcov_mi": "variant: MI bound replaced by a cross-covariance penalty (Eq. 8b), weight 1",
     "ema_split": "variant: clean probability averaged across epochs (Eq. 6c), weight 0.5 on the previous epoch",
+    "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
 }
 
 

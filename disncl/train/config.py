@@ -20,6 +20,11 @@ class TrainConfig:
     lr_warmup_steps: int = 100
     grad_clip: float = 1.0
     warmup_epochs: int = 2
+    # "fixed": the split starts after warmup_epochs. "adaptive": it starts after at least warmup_epochs,
+    # at the first epoch whose per-pair losses are bimodal (Ashman's D > split.bimodality, Eq. 10),
+    # and after warmup_max_epochs at the latest (docs/method.md Section 2.5).
+    warmup: Literal["fixed", "adaptive"] = "fixed"
+    warmup_max_epochs: int = 6
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -45,5 +50,7 @@ class SplitConfig:
     seed: int = 0
     # Temperature of the per-pair InfoNCE loss the mixture is fitted on (Eq. 6, step 1), for every method.
     tau: float = 0.07
+    # Ashman's D above which the per-pair losses count as bimodal (adaptive warm-up, Eq. 10).
+    bimodality: float = 2.0
     # Weight of the previous epoch's clean probability in its running average (Eq. 6c); 0 = no smoothing.
     ema: float = 0.0

@@ -30,7 +30,7 @@ from disncl.models.disncl import DisNCLModel
 from disncl.train import distributed
 from disncl.train.distributed import DistContext
 from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
-from disncl.train.noise_split import clean_probability, smooth_clean_probability
+from disncl.train.noise_split import bimodality, clean_probability, smooth_clean_probability
 from disncl.train.objective import batch_objective
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
 from disncl.train.scoring import pair_table, per_pair_loss, write_pair_scores
@@ -169,7 +169,7 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
     end = cfg.train.epochs if stop_after is None else min(cfg.train.epochs, stop_after)
     for epoch in range(s.state.epoch, end):
         t0 = time.perf_counter()
-        use_split = split_active(cfg, epoch)
+        use_split = split_active(cfg, epoch, s.state.split_from)
         terms = train_one_epoch(s, epoch, use_split, progress)
         train_seconds = time.perf_counter() - t0
         table, prob = score_and_split(s, epoch)
@@ -186,6 +186,8 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
                 "split_used": use_split,
                 "val": retrieval_metrics(val_emb, s.val_data, cfg, s.val_keys),
             }
+            # How bimodal this epoch's per-pair losses are (Eq. 10): what adaptive warm-up waits for.
+            record["loss_bimodality"] = bimodality(table["loss"], cfg.split)
             if s.gt_known:
                 record |= detection_record(s, table, prob)
             append_log(s.run.log, record)
@@ -256,9 +258,28 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
     )
 
 
-def split_active(cfg: RunConfig, epoch: int) -> bool:
-    """Whether ``epoch`` (0-based) trains with the clean probability: the method uses it and warm-up is over."""
-    return get_method(cfg.train.method).uses_split and epoch >= cfg.train.warmup_epochs
+def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
+    """Whether ``epoch`` (0-based) trains with the clean probability: the method uses it and warm-up is over.
+
+    Fixed warm-up: after ``train.warmup_epochs``. Adaptive: from ``split_from``, the epoch
+    :func:`warmup_over` chose (-1 while it has not).
+    """
+    if not get_method(cfg.train.method).uses_split:
+        return False
+    if cfg.train.warmup == "fixed":
+        return epoch >= cfg.train.warmup_epochs
+    return 0 <= split_from <= epoch
+
+
+def warmup_over(cfg: RunConfig, epochs_done: int, losses: np.ndarray) -> bool:
+    """Adaptive warm-up: may the split start after ``epochs_done`` epochs, given this scoring's per-pair losses?
+
+    Yes once ``warmup_epochs`` are done and the losses are bimodal (Ashman's D > ``split.bimodality``,
+    Eq. 10), or once ``warmup_max_epochs`` are done whatever D is.
+    """
+    if epochs_done < cfg.train.warmup_epochs:
+        return False
+    return epochs_done >= cfg.train.warmup_max_epochs or bimodality(losses, cfg.split) > cfg.split.bimodality
 
 
 def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> dict[str, float]:
@@ -314,6 +335,9 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
         table, prob = score_embeddings(emb, s.pairs, s.cfg, s.state.clean_prob if epoch > 0 else None)
         write_pair_scores(s.run.pair_scores, table, s.train_ds, s.pairs.is_clean if s.gt_known else None)
     s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
+    if s.cfg.train.warmup == "adaptive" and s.state.split_from < 0:
+        start = np.array([epoch + 1 if s.ctx.is_main and warmup_over(s.cfg, epoch + 1, table["loss"]) else -1])
+        s.state.split_from = int(distributed.broadcast_array(s.ctx, start)[0])
     return table, s.state.clean_prob
 
 

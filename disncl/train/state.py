@@ -32,6 +32,8 @@ class TrainState:
     best_score: float
     best_epoch: int
     clean_prob: np.ndarray
+    # First epoch (0-based) trained with the split; -1 while the warm-up lasts (train.warmup=adaptive).
+    split_from: int = -1
 
 
 def _flatten_optimizer(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -92,6 +94,7 @@ def _write_state(
             "step": state.step,
             "best_score": state.best_score,
             "best_epoch": state.best_epoch,
+            "split_from": state.split_from,
             "optimizer": optim_meta,
             "scheduler": scheduler.state_dict(),
         },
@@ -133,5 +136,7 @@ def load_checkpoint(
         best_score=meta["best_score"],
         best_epoch=meta["best_epoch"],
         clean_prob=tensors["clean_prob"].numpy().copy(),
+        # Checkpoints written before adaptive warm-up existed used the fixed one.
+        split_from=meta.get("split_from", -1),
     )
     return model, tokenizer, optimizer, scheduler, state
