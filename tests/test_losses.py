@@ -385,3 +385,15 @@ def test_negative_club_estimate_is_clamped_to_zero() -> None:
     x.club["uv_zt"] = anti
     _, logs = disncl_loss(x, DisNCLLossConfig())
     assert logs["mi_uv_zt"] == 0.0
+
+
+def test_soft_targets_can_leave_the_annotated_partner_out():
+    sim = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.3], [0.0, 0.4, 0.7]])
+    t_i2t, t_t2i = soft_targets(sim, torch.tensor([1.0, 0.0, 0.5]), 0.1, exclude_self=True)
+    # alpha = 1: all mass on the other items, none on the partner; alpha = 0: the identity row.
+    assert t_i2t[0, 0] == 0.0 and torch.allclose(t_i2t[0, 1:], torch.softmax(sim[0, 1:] / 0.1, 0))
+    assert torch.equal(t_i2t[1], torch.tensor([0.0, 1.0, 0.0]))
+    assert t_i2t[2, 2] == pytest.approx(0.5) and t_t2i[2, 2] == pytest.approx(0.5)
+    assert torch.allclose(t_i2t.sum(1), torch.ones(3)) and torch.allclose(t_t2i.sum(1), torch.ones(3))
+    kept, _ = soft_targets(sim, torch.tensor([1.0, 0.0, 0.5]), 0.1)
+    assert kept[0, 0] > 0.5  # without Eq. 4b the distrusted pair's own partner keeps most of the mass

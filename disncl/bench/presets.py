@@ -24,6 +24,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "xcov_mi": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0"),
     "ema_split": ("split.ema=0.5",),
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
+    "exclude_self": ("loss.target_exclude_self=true",),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -34,6 +35,7 @@ ABLATION_LABELS = {
     "xcov_mi": "variant: MI bound replaced by a cross-covariance penalty (Eq. 8b), weight 1",
     "ema_split": "variant: clean probability averaged across epochs (Eq. 6c), weight 0.5 on the previous epoch",
     "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
+    "exclude_self": "variant: soft targets leave the annotated partner out of their self-distilled part (Eq. 4b)",
 }
 
 

@@ -30,6 +30,8 @@ class DisNCLLossConfig:
     alpha_min: float = 0.1
     alpha_max: float = 1.0
     soft_targets: bool = True
+    # Eq. 4b: the self-distilled part of a target leaves the annotated partner out.
+    target_exclude_self: bool = False
     weight_by_clean_prob: bool = False
     recon: Literal["mse", "cosine"] = "mse"
     mi_estimator: Literal["club", "xcov"] = "club"

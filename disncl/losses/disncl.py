@@ -65,16 +65,22 @@ def _bounded(logvar: Tensor) -> Tensor:
     return logvar.clamp(-LOGVAR_LIMIT, LOGVAR_LIMIT)
 
 
-def soft_targets(sim: Tensor, alpha: Tensor, tau_target: float) -> tuple[Tensor, Tensor]:
-    """Soft matching targets, computed without gradient (Eq. 4 in docs/method.md).
+def soft_targets(
+    sim: Tensor, alpha: Tensor, tau_target: float, exclude_self: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Soft matching targets, computed without gradient (Eq. 4, and Eq. 4b with ``exclude_self``).
 
     T^{i2t}_i = (1 - alpha_i) e_i + alpha_i softmax_j(sg(S_ij) / tau_t),
     T^{t2i}_i = (1 - alpha_i) e_i + alpha_i softmax_j(sg(S_ji) / tau_t).
+    With ``exclude_self`` the softmax runs over j != i: the self-distilled mass goes only to the
+    batch's other items, so a pair the split distrusts (alpha -> 1) is not pulled towards its own,
+    possibly memorised, partner.
 
     Args:
         sim: (B, B) similarity matrix S (image rows, caption columns).
         alpha: (B,) or scalar mixing weights in [0, 1].
         tau_target: temperature of the target softmax (> 0).
+        exclude_self: leave the annotated partner out of the softmax (Eq. 4b).
 
     Returns:
         (t_i2t, t_t2i), each (B, B), rows summing to 1, detached from the graph.
@@ -85,8 +91,11 @@ def soft_targets(sim: Tensor, alpha: Tensor, tau_target: float) -> tuple[Tensor,
         s = sim.detach()
         a = alpha.detach().to(s.dtype).reshape(-1, 1)
         eye = torch.eye(s.shape[0], dtype=s.dtype, device=s.device)
-        t_i2t = (1.0 - a) * eye + a * F.softmax(s / tau_target, dim=1)
-        t_t2i = (1.0 - a) * eye + a * F.softmax(s.T / tau_target, dim=1)
+        logits = s / tau_target
+        if exclude_self:
+            logits = logits.masked_fill(eye.bool(), float("-inf"))
+        t_i2t = (1.0 - a) * eye + a * F.softmax(logits, dim=1)
+        t_t2i = (1.0 - a) * eye + a * F.softmax(logits.T, dim=1)
     return t_i2t, t_t2i
 
 
@@ -230,7 +239,7 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
         alpha = alpha_from_clean_prob(w, cfg.alpha_min, cfg.alpha_max)
     else:
         alpha = torch.zeros_like(w)
-    t_i2t, t_t2i = soft_targets(sim, alpha, cfg.tau_target)
+    t_i2t, t_t2i = soft_targets(sim, alpha, cfg.tau_target, cfg.target_exclude_self)
     align = soft_infonce(sim, cfg.tau, t_i2t, t_t2i, w if cfg.weight_by_clean_prob else None)
 
     kl_mii = gaussian_kl(x.mu_zv, x.logvar_zv) + gaussian_kl(x.mu_zt, x.logvar_zt) if cfg.use_kl else zero
@@ -246,7 +255,7 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
     align_full = zero
     if cfg.lambda_full != 0:
         sim_h = similarity(x.h_v, x.h_t)
-        th_i2t, th_t2i = soft_targets(sim_h, alpha, cfg.tau_target)
+        th_i2t, th_t2i = soft_targets(sim_h, alpha, cfg.tau_target, cfg.target_exclude_self)
         align_full = soft_infonce(sim_h, cfg.tau, th_i2t, th_t2i, w if cfg.weight_by_clean_prob else None)
 
     l_s = align + (cfg.beta * kl_mii if cfg.beta != 0 else zero) + cfg.lambda_full * align_full
