@@ -397,3 +397,22 @@ def test_soft_targets_can_leave_the_annotated_partner_out():
     assert torch.allclose(t_i2t.sum(1), torch.ones(3)) and torch.allclose(t_t2i.sum(1), torch.ones(3))
     kept, _ = soft_targets(sim, torch.tensor([1.0, 0.0, 0.5]), 0.1)
     assert kept[0, 0] > 0.5  # without Eq. 4b the distrusted pair's own partner keeps most of the mass
+
+
+def test_a_hard_alpha_threshold_gives_flagged_pairs_full_target_softness():
+    from dataclasses import replace
+
+    from disncl.losses.config import DisNCLLossConfig
+
+    torch.manual_seed(0)
+    b, d = 4, 6
+    codes = {k: torch.randn(b, d) for k in ("z_v", "z_t", "mu_zv", "mu_zt", "mu_uv", "mu_ut", "u_v", "u_t")}
+    zeros = torch.zeros(b, d)
+    h = torch.nn.functional.normalize(torch.randn(b, d), dim=-1)
+    x = DisNCLInputs(**codes, logvar_zv=zeros, logvar_zt=zeros, logvar_uv=zeros, logvar_ut=zeros, h_v=h, h_t=h,
+                     recon_v=h, recon_t=h, club={}, clean_prob=torch.tensor([0.9, 0.6, 0.4, 0.1]))
+    cfg = DisNCLLossConfig(mi_estimator="xcov", alpha_min=0.1, alpha_max=1.0)
+    _, soft = disncl_loss(x, cfg)
+    _, hard = disncl_loss(x, replace(cfg, alpha_hard_threshold=0.5))
+    assert float(soft["alpha_mean"]) == pytest.approx(0.1 + 0.9 * (0.1 + 0.4 + 0.6 + 0.9) / 4)
+    assert float(hard["alpha_mean"]) == pytest.approx((0.1 + 0.1 + 1.0 + 1.0) / 4)

@@ -25,6 +25,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "ema_split": ("split.ema=0.5",),
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
     "exclude_self": ("loss.target_exclude_self=true",),
+    "hard_rematch": ("loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.5"),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -36,6 +37,7 @@ ABLATION_LABELS = {
     "ema_split": "variant: clean probability averaged across epochs (Eq. 6c), weight 0.5 on the previous epoch",
     "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
     "exclude_self": "variant: soft targets leave the annotated partner out of their self-distilled part (Eq. 4b)",
+    "hard_rematch": "variant: Eq. 4b with a hard split (Eq. 5b): flagged pairs are re-matched, never pulled together",
 }
 
 

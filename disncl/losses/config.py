@@ -32,6 +32,8 @@ class DisNCLLossConfig:
     soft_targets: bool = True
     # Eq. 4b: the self-distilled part of a target leaves the annotated partner out.
     target_exclude_self: bool = False
+    # Eq. 5b: > 0 turns w into the flag w > threshold before Eq. 5 (a hard split, as SREM selects); 0 = soft.
+    alpha_hard_threshold: float = 0.0
     weight_by_clean_prob: bool = False
     recon: Literal["mse", "cosine"] = "mse"
     mi_estimator: Literal["club", "xcov"] = "club"

@@ -236,7 +236,9 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
 
     sim = similarity(x.z_v, x.z_t)
     if cfg.soft_targets:
-        alpha = alpha_from_clean_prob(w, cfg.alpha_min, cfg.alpha_max)
+        # Eq. 5b: a hard split gives every flagged pair the full alpha_max, every kept pair alpha_min.
+        w_alpha = (w > cfg.alpha_hard_threshold).to(w.dtype) if cfg.alpha_hard_threshold > 0 else w
+        alpha = alpha_from_clean_prob(w_alpha, cfg.alpha_min, cfg.alpha_max)
     else:
         alpha = torch.zeros_like(w)
     t_i2t, t_t2i = soft_targets(sim, alpha, cfg.tau_target, cfg.target_exclude_self)
