@@ -29,7 +29,8 @@ def test_quick_preset_covers_the_issue_grid():
         if "seeds" in g:
             seeds[s.method].add(s.seed)
     assert all(len(v) >= 3 for v in seeds.values()), "variance needs >= 3 seeds per method at the focus cell"
-    variants = {"xcov_mi", "ema_split", "adaptive_warmup", "exclude_self", "hard_rematch"}
+    variants = {"xcov_mi", "ema_split", "adaptive_warmup", "exclude_self", "hard_rematch",
+                "conservative_rematch"}
     assert {s.ablation for s, g in runs.items() if "ablation" in g} == set(ABLATIONS) - variants
     assert sorted(s.seed for s, g in runs.items() if "variant" in g) == [0, 1, 2]
     # The DisNCL focus run at seed 0 serves the grid, the seeds and the confound groups: run once.

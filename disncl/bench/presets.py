@@ -26,6 +26,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
     "exclude_self": ("loss.target_exclude_self=true",),
     "hard_rematch": ("loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.5"),
+    "conservative_rematch": ("loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.9"),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -38,6 +39,7 @@ ABLATION_LABELS = {
     "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
     "exclude_self": "variant: soft targets leave the annotated partner out of their self-distilled part (Eq. 4b)",
     "hard_rematch": "variant: Eq. 4b with a hard split (Eq. 5b): flagged pairs are re-matched, never pulled together",
+    "conservative_rematch": "variant: as hard_rematch, but only pairs with w > 0.9 count as clean (Eq. 5b, θ = 0.9)",
 }
 
 
