@@ -188,6 +188,9 @@ def test_a_verdict_needs_the_same_sign_on_both_data_draws():
     row = "| DisNCL (MII) vs NCR-style | +10.0, +5.0 | +7.5 ± 3.5 | leads | +9.0, +2.0 | +5.5 ± 4.9 | leads | leads |"
     assert row in table
     assert "| no verdict |" in table
+    # With a seed of draw 2 missing, agreeing signs are pending, not a verdict.
+    partial = "\n".join(Report(preset, results[:-1]).verdicts())
+    assert "Pending at 40% per-image noise, DisNCL (MII) vs NCR-style" in partial and "**Verdict**" not in partial
 
 
 def test_standard_preset_runs_the_focus_cell_first_and_on_a_second_draw():

@@ -213,8 +213,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("a 2-core CPU in about 150 minutes plus 60 for the second data draw: converged runs, a "
-                     "convolutional image tower that learns shape, 5 seeds at the focus cell"),
+        description=("119 runs, about 4 h 20 min on a 2-core CPU (two runs at a time, one thread each; the focus "
+                     "cells of both data draws first, about 2 h): converged runs, a ResNet image tower that learns "
+                     "shape, 5 seeds at the focus cell, verdicts checked on a second data draw"),
         data=DataSpec(n_train=2500, n_val=300, n_test=1000, image_size=64, train_captions=2),
         base=(*_CONV_MODEL, "train.epochs=10", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=50", "train.device=cpu"),

@@ -214,7 +214,10 @@ class Report:
                 kinds.append(classify(diffs) if len(diffs) >= 2 else "")
                 row += [", ".join(f"{d:+.1f}" for d in diffs) or "—", signed(diffs), kinds[-1]]
             if len(self.preset.draws) > 1:
-                row.append(kinds[0] if kinds[0] in ("leads", "trails") and len(set(kinds)) == 1 else "no verdict")
+                complete = all(len(self.paired(bm, ba, om, oa, space=bs, draw=d, other_space=os_))
+                               == len(self.preset.focus_seeds) for d in self.preset.draws)
+                agreed = kinds[0] in ("leads", "trails") and len(set(kinds)) == 1
+                row.append(kinds[0] if agreed and complete else "pending" if agreed else "no verdict")
             rows.append(row)
         header = ["comparison (other − base)"]
         for k, draw in enumerate(self.preset.draws):
@@ -330,7 +333,10 @@ class Report:
                         "mixed": "sign changes with the seed"}[kinds[0]]
                 out.append(f"At {f:.0%} per-image noise, {label}: {word} ({seen}; one data draw, so a hint, not a "
                            "verdict).")
-            elif all(per_draw) and kinds[0] in ("leads", "trails") and len(set(kinds)) == 1:
+            elif any(len(d) < len(self.preset.focus_seeds) for d in per_draw):
+                out.append(f"Pending at {f:.0%} per-image noise, {label}: {seen} (a verdict needs all "
+                           f"{len(self.preset.focus_seeds)} seeds on both draws).")
+            elif kinds[0] in ("leads", "trails") and len(set(kinds)) == 1:
                 word = "ahead" if kinds[0] == "leads" else "behind"
                 out.append(f"**Verdict** at {f:.0%} per-image noise, {label}: {word} on every seed of both data "
                            f"draws ({seen}).")
