@@ -27,6 +27,8 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "exclude_self": ("loss.target_exclude_self=true",),
     "hard_rematch": ("loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.5"),
     "conservative_rematch": ("loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.9"),
+    "xcov_conservative": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0",
+                          "loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.9"),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -40,7 +42,11 @@ ABLATION_LABELS = {
     "exclude_self": "variant: soft targets leave the annotated partner out of their self-distilled part (Eq. 4b)",
     "hard_rematch": "variant: Eq. 4b with a hard split (Eq. 5b): flagged pairs are re-matched, never pulled together",
     "conservative_rematch": "variant: as hard_rematch, but only pairs with w > 0.9 count as clean (Eq. 5b, θ = 0.9)",
+    "xcov_conservative": "variant: xcov_mi and conservative_rematch together (Eq. 8b, 4b, 5b at θ = 0.9)",
 }
+# Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
+VARIANTS = frozenset({"xcov_mi", "ema_split", "adaptive_warmup", "exclude_self", "hard_rematch",
+                      "conservative_rematch", "xcov_conservative"})
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,8 @@ class Preset:
     ablations: tuple[str, ...] = ("no_soft_targets", "no_kl", "no_mi", "no_recon", "full_similarity")
     ablation_seeds: tuple[int, ...] = (0, 1, 2)
     variants: tuple[str, ...] = ("xcov_mi",)
+    # The variants run again on the second draw (those validation preferred on the first); None: all.
+    confirm_variants: tuple[str, ...] | None = None
     confounds: tuple[float, ...] = (0.0, 0.9)
     confound_methods: tuple[str, ...] = ("infonce", "ncr", "disncl")
     caption_rates: tuple[float, ...] = ()
@@ -139,13 +147,15 @@ class Preset:
             for method in self.methods:
                 for seed in self.focus_seeds:
                     add(RunSpec(method, "image", self.focus_rate, seed, data_seed=draw), "seeds" + suffix)
-            for variant in self.variants:
+            confirm = self.variants if draw == d0 or self.confirm_variants is None else self.confirm_variants
+            for variant in confirm:
                 for seed in self.focus_seeds:
                     add(RunSpec("disncl", "image", self.focus_rate, seed, ablation=variant, data_seed=draw),
                         "variant" + suffix)
-        for method in self.methods:
-            for kind in self.noise_kinds:
-                for rate in self.noise_rates:
+        # Rate-major, so that a grid cut short has every method at the rates it reached.
+        for kind in self.noise_kinds:
+            for rate in self.noise_rates:
+                for method in self.methods:
                     for seed in self.seeds:
                         add(RunSpec(method, kind, rate, seed, data_seed=self.data.seed), "grid")
         for method in self.methods:
@@ -223,7 +233,8 @@ PRESETS: dict[str, Preset] = {
         seeds=(0, 1),
         focus_seeds=(0, 1, 2, 3, 4),
         ablation_seeds=(0, 1),
-        variants=("xcov_mi", "ema_split"),
+        variants=("xcov_mi", "ema_split", "conservative_rematch", "xcov_conservative"),
+        confirm_variants=(),
         confounds=(0.0, 0.5, 0.7, 0.9),
         caption_rates=(0.4,),
         second_draw=True,
