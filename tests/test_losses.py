@@ -416,3 +416,31 @@ def test_a_hard_alpha_threshold_gives_flagged_pairs_full_target_softness():
     _, hard = disncl_loss(x, replace(cfg, alpha_hard_threshold=0.5))
     assert float(soft["alpha_mean"]) == pytest.approx(0.1 + 0.9 * (0.1 + 0.4 + 0.6 + 0.9) / 4)
     assert float(hard["alpha_mean"]) == pytest.approx((0.1 + 0.1 + 1.0 + 1.0) / 4)
+
+
+def test_the_confidence_gate_flags_a_split_clean_pair_that_fails_the_batch_test():
+    from dataclasses import replace
+
+    from disncl.losses.config import DisNCLLossConfig
+    from disncl.losses.srem import batch_confident
+
+    b, d = 4, 6
+    base = torch.eye(b, d)
+    z_t = base.clone()
+    z_t[3] = base[0]  # pair 3's caption matches image 0: low S_33, high energy
+    zeros = torch.zeros(b, d)
+    h = torch.nn.functional.normalize(torch.randn(b, d, generator=torch.Generator().manual_seed(0)), dim=-1)
+    x = DisNCLInputs(z_v=base, z_t=z_t, mu_zv=base, mu_zt=z_t, mu_uv=base, mu_ut=z_t, u_v=base, u_t=z_t,
+                     logvar_zv=zeros, logvar_zt=zeros, logvar_uv=zeros, logvar_ut=zeros, h_v=h, h_t=h,
+                     recon_v=h, recon_t=h, club={}, clean_prob=torch.ones(b))
+    gate = batch_confident(torch.nn.functional.normalize(base, dim=-1) @ torch.nn.functional.normalize(z_t, dim=-1).T,
+                           0.07, 0.5)
+    assert not gate[3] and gate.sum() >= 2
+    cfg = DisNCLLossConfig(mi_estimator="xcov", alpha_min=0.1, alpha_max=1.0, alpha_hard_threshold=0.9)
+    _, open_ = disncl_loss(x, cfg)
+    _, gated = disncl_loss(x, replace(cfg, confident_quantile=0.5))
+    assert float(open_["alpha_mean"]) == pytest.approx(0.1)
+    n_flagged = int((~gate).sum())
+    assert float(gated["alpha_mean"]) == pytest.approx((0.1 * (b - n_flagged) + 1.0 * n_flagged) / b)
+    _, warmup = disncl_loss(replace(x, clean_prob=None), replace(cfg, confident_quantile=0.5))
+    assert float(warmup["alpha_mean"]) == pytest.approx(0.1)  # no gate before the split starts

@@ -29,6 +29,8 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "conservative_rematch": ("loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.9"),
     "xcov_conservative": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0",
                           "loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.9"),
+    "xcov_gated": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0", "loss.target_exclude_self=true",
+                   "loss.alpha_hard_threshold=0.9", "loss.confident_quantile=0.5"),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -43,10 +45,11 @@ ABLATION_LABELS = {
     "hard_rematch": "variant: Eq. 4b with a hard split (Eq. 5b): flagged pairs are re-matched, never pulled together",
     "conservative_rematch": "variant: as hard_rematch, but only pairs with w > 0.9 count as clean (Eq. 5b, θ = 0.9)",
     "xcov_conservative": "variant: xcov_mi and conservative_rematch together (Eq. 8b, 4b, 5b at θ = 0.9)",
+    "xcov_gated": "variant: xcov_conservative, and a clean pair must pass SREM's batch test too (Eq. 5c, q = 0.5)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"xcov_mi", "ema_split", "adaptive_warmup", "exclude_self", "hard_rematch",
-                      "conservative_rematch", "xcov_conservative"})
+                      "conservative_rematch", "xcov_conservative", "xcov_gated"})
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ PRESETS: dict[str, Preset] = {
         seeds=(0, 1),
         focus_seeds=(0, 1, 2, 3, 4),
         ablation_seeds=(0, 1),
-        variants=("xcov_mi", "ema_split", "conservative_rematch", "xcov_conservative"),
+        variants=("xcov_mi", "ema_split", "conservative_rematch", "xcov_conservative", "xcov_gated"),
         confirm_variants=(),
         confounds=(0.0, 0.5, 0.7, 0.9),
         caption_rates=(0.4,),

@@ -34,6 +34,8 @@ class DisNCLLossConfig:
     target_exclude_self: bool = False
     # Eq. 5b: > 0 turns w into the flag w > threshold before Eq. 5 (a hard split, as SREM selects); 0 = soft.
     alpha_hard_threshold: float = 0.0
+    # Eq. 5c: > 0 multiplies w by SREM's batch confidence test at this quantile (after warm-up only).
+    confident_quantile: float = 0.0
     weight_by_clean_prob: bool = False
     recon: Literal["mse", "cosine"] = "mse"
     mi_estimator: Literal["club", "xcov"] = "club"

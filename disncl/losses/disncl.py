@@ -15,6 +15,7 @@ from torch import Tensor
 
 from disncl.losses.config import DisNCLLossConfig
 from disncl.losses.infonce import similarity, soft_infonce
+from disncl.losses.srem import batch_confident
 
 LOGVAR_LIMIT = 30.0
 # The four dependencies the exclusivity part penalises (Eq. 7): name -> (a, b) for I(a; b), with the
@@ -235,6 +236,9 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
     zero = x.z_v.new_zeros(())
 
     sim = similarity(x.z_v, x.z_t)
+    if cfg.confident_quantile > 0 and x.clean_prob is not None:
+        # Eq. 5c: a pair the split calls clean must also be among the batch's confident matches.
+        w = w * batch_confident(sim, cfg.tau, cfg.confident_quantile).to(w.dtype)
     if cfg.soft_targets:
         # Eq. 5b: a hard split gives every flagged pair the full alpha_max, every kept pair alpha_min.
         w_alpha = (w > cfg.alpha_hard_threshold).to(w.dtype) if cfg.alpha_hard_threshold > 0 else w

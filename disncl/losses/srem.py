@@ -60,14 +60,30 @@ def select_clean(sim: Tensor, clean_prob: Tensor, cfg: SREMLossConfig) -> Tensor
     _check_square(sim)
     if clean_prob.shape != (sim.shape[0],):
         raise ValueError(f"clean_prob must have shape ({sim.shape[0]},), got {tuple(clean_prob.shape)}")
-    if not 0.0 <= cfg.quantile <= 1.0:
-        raise ValueError(f"quantile must lie in [0, 1], got {cfg.quantile}")
+    return batch_confident(sim, cfg.tau, cfg.quantile) & (clean_prob.detach().to(sim.device) > cfg.clean_threshold)
+
+
+def batch_confident(sim: Tensor, tau: float, quantile: float) -> Tensor:
+    """The batch test of Eq. 16, without gradient: [S_ii >= Q_q(diag S)] AND [E_i <= Q_{1-q}(E)].
+
+    Shared by SREM's selection and DisNCL's confidence gate (Eq. 5c in docs/method.md).
+
+    Args:
+        sim: (B, B) similarity matrix S.
+        tau: temperature of the energy (Eq. 15).
+        quantile: q in [0, 1]; 0 passes every pair.
+
+    Returns:
+        (B,) bool mask.
+    """
+    _check_square(sim)
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must lie in [0, 1], got {quantile}")
     with torch.no_grad():
         s = sim.detach().float()
         diag = s.diagonal()
-        e = energy(s, cfg.tau)
-        confident = (diag >= torch.quantile(diag, cfg.quantile)) & (e <= torch.quantile(e, 1.0 - cfg.quantile))
-        return confident & (clean_prob.detach().to(s.device) > cfg.clean_threshold)
+        e = energy(s, tau)
+        return (diag >= torch.quantile(diag, quantile)) & (e <= torch.quantile(e, 1.0 - quantile))
 
 
 def swapped_entropy_weights(sim: Tensor, tau: float) -> tuple[Tensor, Tensor]:

@@ -94,7 +94,7 @@ def disncl_objective(
         mu_uv=ev.mu_u, logvar_uv=ev.logvar_u, mu_ut=et.mu_u, logvar_ut=et.logvar_u,
         u_v=u_v, u_t=u_t, h_v=ev.h, h_t=et.h,
         recon_v=model.decode_image(z_v, u_v), recon_t=model.decode_text(z_t, u_t),
-        club=club, clean_prob=clean_prob,
+        club=club, clean_prob=clean_prob if use_split else None,
     )
     total, terms = disncl_loss(inputs, cfg)
     terms["q_nll"] = q_nll.detach()
