@@ -1,14 +1,14 @@
 """Serving latency: gallery search (FAISS vs numpy) and end-to-end text queries through the app API.
 
-``python benchmarks/serve_latency.py [--bundle assets/bundle] [--gallery assets/gallery] [--calls 60]``
+``python benchmarks/serve_latency.py [--bundle assets/bundle] [--gallery assets/gallery] [--calls 60] [--app-only]``
 
 1. Search on the bundled gallery: one encoded caption against the image index, FAISS flat
    inner product (``Gallery.search_images``) versus a numpy matmul + argsort, top 10.
 2. A 100,000 × 256 random unit-vector gallery: FAISS ``IndexFlatIP`` versus numpy, one query and
    1,000 queries, top 10 (both exact, results checked equal).
 3. The real app, launched on a free loopback port, queried with ``gradio_client`` at
-   ``/search_text`` ``--calls`` times: median and p95 wall time per call (encode + both searches +
-   result rendering + HTTP).
+   ``/search_text`` ``--calls`` times with 1 and with 10 results per space: median and p95 wall
+   time per call (encode + both searches + result rendering + HTTP) and the ratio of the medians.
 Medians over repeats; prints a markdown table.
 """
 
@@ -78,7 +78,10 @@ def bench_random(n: int = 100_000, d: int = 256) -> list[tuple[str, float, float
     return rows
 
 
-def bench_app(bundle_dir: Path, gallery_dir: Path, calls: int) -> tuple[float, float]:
+def bench_app(
+    bundle_dir: Path, gallery_dir: Path, calls: int, ks: tuple[int, ...] = (1, 10)
+) -> dict[int, tuple[float, float]]:
+    """Median and p95 ms of ``/search_text`` per results-per-space ``k``, calls interleaved across ``k``."""
     from gradio_client import Client
 
     import app
@@ -86,19 +89,19 @@ def bench_app(bundle_dir: Path, gallery_dir: Path, calls: int) -> tuple[float, f
     services = app.logic.Services.load(bundle_dir, gallery_dir)
     demo = app.build_app(services)
     _, url, _ = app.launch(demo, services, port=None, prevent_thread_lock=True, quiet=True)
+    times: dict[int, list[float]] = {k: [] for k in ks}
     try:
         client = Client(url, verbose=False)
         queries = services.gallery.captions
-        times = []
         for i in range(calls + 3):
-            t0 = time.perf_counter()
-            client.predict(queries[i % len(queries)], 10, api_name="/search_text")
-            if i >= 3:
-                times.append((time.perf_counter() - t0) * 1e3)
+            for k in ks:
+                t0 = time.perf_counter()
+                client.predict(queries[i % len(queries)], k, api_name="/search_text")
+                if i >= 3:
+                    times[k].append((time.perf_counter() - t0) * 1e3)
     finally:
         demo.close()
-    times.sort()
-    return statistics.median(times), times[int(0.95 * (len(times) - 1))]
+    return {k: (statistics.median(t), sorted(t)[int(0.95 * (len(t) - 1))]) for k, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,13 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, default=Path("assets/bundle"))
     p.add_argument("--gallery", type=Path, default=Path("assets/gallery"))
     p.add_argument("--calls", type=int, default=60)
+    p.add_argument("--app-only", action="store_true", help="only the end-to-end app calls")
     args = p.parse_args(argv)
     print(f"faiss {faiss.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs\n")
-    print("| search, top 10 | FAISS ms | numpy ms |\n|---|---|---|")
-    for name, f_ms, n_ms in bench_bundled(args.bundle, args.gallery) + bench_random():
-        print(f"| {name} | {f_ms:.3f} | {n_ms:.3f} |")
-    med, p95 = bench_app(args.bundle, args.gallery, args.calls)
-    print(f"\napp /search_text end to end over {args.calls} calls: median {med:.1f} ms, p95 {p95:.1f} ms")
+    if not args.app_only:
+        print("| search, top 10 | FAISS ms | numpy ms |\n|---|---|---|")
+        for name, f_ms, n_ms in bench_bundled(args.bundle, args.gallery) + bench_random():
+            print(f"| {name} | {f_ms:.3f} | {n_ms:.3f} |")
+    by_k = bench_app(args.bundle, args.gallery, args.calls)
+    print(f"\napp /search_text end to end, {args.calls} calls each (interleaved)\n")
+    print("| results per space | images returned | p50 ms | p95 ms |\n|---|---|---|---|")
+    for k, (med, p95) in by_k.items():
+        print(f"| {k} | {2 * k} | {med:.1f} | {p95:.1f} |")
+    print(f"\nratio p50(k=10) / p50(k=1): {by_k[10][0] / by_k[1][0]:.2f}")
     return 0
 
 

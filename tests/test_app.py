@@ -259,6 +259,25 @@ def test_only_the_gallery_root_is_served(served: Served) -> None:
         assert http_status(f"{served.url}gradio_api/file={outside}") == 403
 
 
+def test_result_images_are_served_in_place_and_only_from_the_root(served: Served) -> None:
+    root = served.services.gallery.root.resolve()
+    tiles, _, _ = gradio_client.Client(served.url, verbose=False, download_files=False).predict(
+        served.services.gallery.captions[0], 3, api_name="/search_text")
+    for tile in tiles:
+        # A URL to the gallery's own file, not to a copy in Gradio's cache.
+        assert Path(tile["image"]["path"]).resolve().is_relative_to(root)
+        assert http_status(tile["image"]["url"]) == 200
+    inside = served.services.gallery.image_path(0).resolve()
+    climbing = f"{inside.parent}/{'../' * len(inside.parents)}etc/passwd"
+    link = inside.parent / "link_to_outside.png"
+    link.symlink_to(REPO / "README.md")
+    try:
+        for refused in (climbing, f"{inside.parent}/%2e%2e/%2e%2e/README.md", str(link)):
+            assert http_status(f"{served.url}gradio_api/file={refused}") in (403, 404), refused
+    finally:
+        link.unlink()
+
+
 def test_app_does_not_import_torch() -> None:
     code = "import sys, app; assert 'torch' not in sys.modules, 'app.py pulled in torch'"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
