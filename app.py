@@ -137,7 +137,7 @@ def build_app(services: logic.Services, cache_cleanup: tuple[int, int] | None = 
         )
         with gr.Tabs():
             with gr.Tab("Search", id="search"):
-                _search_tab(services)
+                _search_tab(demo, services)
             with gr.Tab("Pair inspector", id="inspector"):
                 _inspector_tab(services)
             with gr.Tab("Noisy-pair explorer", id="explorer"):
@@ -252,11 +252,13 @@ def _search_handlers(services: logic.Services) -> tuple[Callable[..., Any], Call
             text: the caption to search with.
             k: results per space (1-100).
         Returns:
-            the MII ranking and the full-feature ranking as image galleries, and a table of both.
+            the MII ranking and the full-feature ranking as image galleries (each image by URL), a table
+            of both, and a notice naming the query's words the model does not know ("" when none).
         """
         with shown_to_user():
             hits = logic.search_text(services, text, k)
         return (
+            logic.vocabulary_notice(services, text),
             logic.image_gallery_items(services, hits["mii"]),
             logic.image_gallery_items(services, hits["full"]),
             _table(logic.IMAGE_HIT_HEADERS, logic.image_hit_rows(services, hits)),
@@ -287,16 +289,24 @@ def _search_handlers(services: logic.Services) -> tuple[Callable[..., Any], Call
     return search_text, search_image
 
 
-def _search_tab(services: logic.Services) -> None:
+def _search_tab(demo: gr.Blocks, services: logic.Services) -> None:
     gallery = services.gallery
     gr.Markdown("### Text → image", elem_classes="hint")
+    examples = logic.example_captions(gallery)
     with gr.Row(equal_height=True):
         query = gr.Textbox(
             label="Caption", placeholder="e.g. a small red circle above a blue square", scale=5, elem_id="search-query",
-            max_length=logic.MAX_QUERY_CHARS,
+            max_length=logic.MAX_QUERY_CHARS, value=examples[0] if examples else "",
         )
         k = gr.Slider(1, logic.MAX_K, value=DEFAULT_K, step=1, label="Results per space", scale=2)
         go_text = gr.Button("Search images", variant="primary", scale=1, elem_id="search-text-button")
+    notice = gr.Markdown(elem_id="query-notice")
+    picked_example = None
+    if examples:
+        picked_example = gr.Examples(
+            [[c] for c in examples], inputs=[query], label="Example captions from the gallery",
+            elem_id="example-captions", api_visibility="private",
+        )
     with gr.Row():
         mii_images = gr.Gallery(
             label="Ranked by MII similarity", columns=4, height=330, allow_preview=False, elem_id="mii-results"
@@ -323,13 +333,20 @@ def _search_tab(services: logic.Services) -> None:
 
     ids = {name: gr.State([]) for name in ("mii_images", "full_images", "mii_captions", "full_captions")}
     search_text, search_image = _search_handlers(services)
-    text_outputs = [mii_images, full_images, image_table, ids["mii_images"], ids["full_images"]]
+    text_outputs = [notice, mii_images, full_images, image_table, ids["mii_images"], ids["full_images"]]
     image_inputs = [*picker.inputs, k]
     image_outputs = [mii_captions, full_captions, ids["mii_captions"], ids["full_captions"]]
     encoder = {"concurrency_id": "encoder", "concurrency_limit": ENCODER_CONCURRENCY}
     gr.on([go_text.click, query.submit], search_text, [query, k], text_outputs, api_name="search_text", **encoder)
     go_image.click(search_image, image_inputs, image_outputs, api_name="search_image", **encoder)
     picker.picked.then(search_image, image_inputs, image_outputs, api_visibility="private", **encoder)
+    if picked_example is not None:
+        picked_example.load_input_event.then(
+            search_text, [query, k], text_outputs, api_visibility="private", **encoder
+        )
+    if examples:
+        # The tab opens with the first example answered, so there is something to see before anyone types.
+        demo.load(search_text, [query, k], text_outputs, api_visibility="private", **encoder)
 
     def image_result(ids_shown: list[int], evt: gr.SelectData) -> tuple[str, int]:
         i = _picked_from(ids_shown, evt)

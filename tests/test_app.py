@@ -114,7 +114,8 @@ def test_text_search_equals_direct_search(served: Served) -> None:
     services = served.services
     gallery = services.gallery
     caption = gallery.captions[7]
-    mii_tiles, full_tiles, table = served.client.predict(caption, K, api_name="/search_text")
+    notice, mii_tiles, full_tiles, table = served.client.predict(caption, K, api_name="/search_text")
+    assert notice == ""  # a gallery caption has no word the model does not know
     query = services.bundle.encode_texts([caption])
     rows = _rows(table)
     for space in logic.SPACES:
@@ -261,7 +262,7 @@ def test_only_the_gallery_root_is_served(served: Served) -> None:
 
 def test_result_images_are_served_in_place_and_only_from_the_root(served: Served) -> None:
     root = served.services.gallery.root.resolve()
-    tiles, _, _ = gradio_client.Client(served.url, verbose=False, download_files=False).predict(
+    _, tiles, _, _ = gradio_client.Client(served.url, verbose=False, download_files=False).predict(
         served.services.gallery.captions[0], 3, api_name="/search_text")
     for tile in tiles:
         # A URL to the gallery's own file, not to a copy in Gradio's cache.
@@ -276,6 +277,29 @@ def test_result_images_are_served_in_place_and_only_from_the_root(served: Served
             assert http_status(f"{served.url}gradio_api/file={refused}") in (403, 404), refused
     finally:
         link.unlink()
+
+
+def test_a_query_with_unknown_words_says_which_and_what_the_model_knows(served: Served) -> None:
+    notice, mii_tiles, _, _ = served.client.predict("a zebra on the red circle", K, api_name="/search_text")
+    known = served.services.bundle.vocabulary
+    assert known is not None and "zebra" not in known and "red" in known
+    assert "**zebra**" in notice and "**red**" not in notice
+    assert f"It knows {len(known)} words" in notice and "`red`" in notice
+    assert len(mii_tiles) == K  # still answered: the notice explains, it does not refuse
+
+
+def test_a_subword_tokenizer_has_no_unknown_words() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from disncl.serve.preprocess import tokenizer_words, unknown_words
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.train_from_iterator(["a red circle above a blue square"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    unk_id, words = tokenizer_words(bpe)
+    assert unk_id is None and words is None
+    assert unknown_words(bpe, unk_id, "a zebra on the beach") == []
 
 
 def test_app_does_not_import_torch() -> None:

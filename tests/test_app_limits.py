@@ -209,7 +209,7 @@ def test_very_long_query_is_refused_with_its_length(served: Served) -> None:
         served.client.predict(0.5, "all", "pair", False, "x" * 100_000, 10, api_name="/explorer")
     # At the limit the query is answered.
     at_limit = ("a red circle " * 100)[: logic.MAX_QUERY_CHARS]
-    mii, _full, _table = served.client.predict(at_limit, K, api_name="/search_text")
+    _notice, mii, _full, _table = served.client.predict(at_limit, K, api_name="/search_text")
     assert len(mii) == K
 
 

@@ -270,6 +270,14 @@ def test_page_runs_searches_in_every_tab(browser: Browser, page_url: tuple[str, 
     gallery = services.gallery
     browser.open(url)
     browser.wait_for("!!document.querySelector('#search-query')", "the Gradio app to render")
+    # The tab opens with an example query answered, and offers example captions to click.
+    browser.wait_for(images_loaded("mii-results"), "the example query answered when the page opens")
+    browser.wait_for(f"{text_of('example-captions')}.length > 0", "the example captions")
+
+    # A word the model does not know is named, not silently searched.
+    type_into(browser, "search-query", "a zebra circle")
+    click(browser, "#search-text-button")
+    browser.wait_for(f"{text_of('query-notice')}.includes('zebra')", "the unknown-word notice")
 
     # Text → image, then a click on the best MII result re-queries image → text.
     caption = gallery.captions[0]

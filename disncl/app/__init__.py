@@ -44,11 +44,13 @@ from disncl.app.search import (
     IMAGE_HIT_WIDTHS,
     browse_page,
     caption_hit_rows,
+    example_captions,
     image_gallery_items,
     image_hit_rows,
     page_count,
     search_image,
     search_text,
+    vocabulary_notice,
 )
 from disncl.app.services import (
     SPACES,
@@ -92,6 +94,8 @@ __all__ = [
     "pair_markdown",
     "search_image",
     "search_text",
+    "vocabulary_notice",
+    "example_captions",
     "soft_match_score",
     "summary_markdown",
 ]

@@ -116,3 +116,34 @@ def browse_page(services: Services, page: int, per_page: int) -> list[tuple[str,
 
 def page_count(n: int, per_page: int) -> int:
     return max(1, -(-n // per_page))
+
+
+# A vocabulary longer than this is not listed in the notice: the list would not help.
+MAX_LISTED_WORDS = 200
+
+
+def vocabulary_notice(services: Services, text: str) -> str:
+    """Markdown that names the query's words the model cannot read, and what it can; "" when none.
+
+    A word-level tokenizer turns every word outside its vocabulary into one unknown token, so a query
+    of unknown words still returns results (ranked by an almost constant embedding) with no sign of it.
+    A subword tokenizer (CLIP's BPE) spells every word, and this is always "".
+    """
+    unknown = [w for w in services.bundle.unknown_words(text) if any(c.isalnum() for c in w)]
+    if not unknown:
+        return ""
+    listed = ", ".join(f"**{w}**" for w in unknown)
+    notice = f"⚠ The model does not know {listed}: those words carry no meaning in this search."
+    words = services.bundle.vocabulary
+    if words is not None and len(words) <= MAX_LISTED_WORDS:
+        notice += f" It knows {len(words)} words: " + ", ".join(f"`{w}`" for w in words) + "."
+    return notice
+
+
+def example_captions(gallery: Gallery, n: int = 5) -> list[str]:
+    """Up to ``n`` distinct gallery captions spread over the gallery, to offer as example queries."""
+    distinct = list(dict.fromkeys(gallery.captions))
+    if not distinct:
+        return []
+    picks = np.linspace(0, len(distinct) - 1, num=min(n, len(distinct))).round().astype(int)
+    return [distinct[i] for i in dict.fromkeys(picks.tolist())]

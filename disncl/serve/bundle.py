@@ -23,7 +23,7 @@ from PIL import Image
 from tokenizers import Tokenizer
 from tqdm.auto import tqdm
 
-from .preprocess import ImageSource, fit_array, load_rgb, normalise, tokenize_texts
+from .preprocess import ImageSource, fit_array, load_rgb, normalise, tokenize_texts, tokenizer_words, unknown_words
 from .providers import choose_providers
 
 FORMAT_VERSION = 1
@@ -176,6 +176,7 @@ class Bundle:
         self._mean = tuple(image_pre["mean"])
         self._std = tuple(image_pre["std"])
         self._eos_id = manifest["preprocessing"]["text"]["special_tokens"].get("eos")
+        self._unk_id, self._words = tokenizer_words(tokenizer)
 
     @classmethod
     def load(
@@ -270,6 +271,16 @@ class Bundle:
             return self._text.run(list(OUTPUTS), {"input_ids": ids, "attention_mask": mask})
 
         return _encode_batches(len(texts), batch_size, run, "encode captions", progress)
+
+
+    @property
+    def vocabulary(self) -> list[str] | None:
+        """The words the text tower knows, if its tokenizer is word-level; None if it spells any word."""
+        return None if self._words is None else list(self._words)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` the tokenizer cannot represent (they all encode as one unknown token)."""
+        return unknown_words(self._tokenizer, self._unk_id, text)
 
 
 def _check_batch_size(batch_size: int) -> None:

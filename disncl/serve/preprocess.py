@@ -8,6 +8,7 @@ centre crop, then ``(x / 255 - mean) / std`` in float32 exactly as ``DisNCLModel
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Sequence
 
@@ -96,3 +97,29 @@ def tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str], eos_id: int | Non
             rows = np.flatnonzero(missing)
             input_ids[rows, last[rows]] = eos_id
     return input_ids, attention_mask
+
+
+
+def tokenizer_words(tokenizer: Tokenizer) -> tuple[int | None, list[str] | None]:
+    """The unknown token's id (None if there is none) and, for a word-level tokenizer, its words.
+
+    The words are sorted with special tokens left out; None for a subword tokenizer (BPE, WordPiece,
+    Unigram), which spells any word from pieces. Parses the tokenizer's JSON: call once, not per query.
+    """
+    spec = json.loads(tokenizer.to_str())
+    model = spec["model"]
+    unk = model.get("unk_token")
+    unk_id = tokenizer.token_to_id(unk) if unk is not None else None
+    if model.get("type") != "WordLevel":
+        return unk_id, None
+    special = {t["content"] for t in spec.get("added_tokens") or []}
+    return unk_id, sorted(w for w in model["vocab"] if w not in special)
+
+
+def unknown_words(tokenizer: Tokenizer, unk_id: int | None, text: str) -> list[str]:
+    """The words of ``text`` that ``tokenizer`` maps to ``unk_id``, in order, without repeats."""
+    if unk_id is None:
+        return []
+    encoding = tokenizer.encode(text)
+    found = [text[a:b] for i, (a, b) in zip(encoding.ids, encoding.offsets, strict=True) if i == unk_id and b > a]
+    return list(dict.fromkeys(found))
