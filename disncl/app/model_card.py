@@ -46,6 +46,7 @@ def model_card(manifest: dict[str, Any], gallery: Gallery | None = None) -> str:
     worst = _worst_parity(manifest.get("parity") or {})
     if worst is not None:
         lines += ["", f"ONNX Runtime matches PyTorch to {worst:.1e} (largest absolute difference of any output)."]
+    lines += ["", *_variant_lines(manifest.get("variant") or {"name": "float32"})]
     if gallery is not None:
         lines += [
             "",
@@ -53,6 +54,18 @@ def model_card(manifest: dict[str, Any], gallery: Gallery | None = None) -> str:
             f"{gallery.kind} index, pair scores {'attached' if gallery.pair_scores_path else 'not attached'}.",
         ]
     return "\n".join(_paragraphs(lines))
+
+
+def _variant_lines(variant: dict[str, Any]) -> list[str]:
+    """Which graphs are served (float32, fused, int8) and, for int8, how far its retrieval moved."""
+    line = f"**Graphs served:** {variant.get('name', 'float32')}"
+    check = variant.get("check")
+    if check:
+        drop = max(d for space in ("mii", "full") for d in check[space]["drop"].values())
+        cosine = min(c for space in ("mii", "full") for c in check[space]["mean_cosine"].values())
+        line += (f" — against float32 on {check.get('split', 'validation data')}: largest recall drop "
+                 f"{drop:.2f} points, smallest mean embedding cosine {cosine:.4f}")
+    return [line + "."]
 
 
 def _worst_parity(parity: dict[str, Any]) -> float | None:

@@ -24,8 +24,9 @@ from disncl.serve.providers import CPU
 
 from . import manifest as sections
 from .onnx import DEFAULT_OPSET, check_opset, export_graphs, graph_specs
-from .parity import ParityInputs, check_parity, default_inputs
+from .parity import ParityInputs, check_parity, default_inputs, validation_split
 from .tokenizer import check_token_parity, write_tokenizer
+from .variants import VariantSpec, fuse_graph, quantize_graph, retrieval_check
 
 DEFAULT_TOLERANCE = 1e-4
 _STEPS = ("load model", "image graph", "text graph", "tokenizer", "parity", "manifest")
@@ -38,8 +39,13 @@ def export_bundle(
     tolerance: float = DEFAULT_TOLERANCE,
     opset: int = DEFAULT_OPSET,
     progress: bool = True,
+    variant: VariantSpec | None = None,
 ) -> dict[str, Any]:
     """Export the model saved in ``model_dir`` to a serving bundle in ``out_dir``; returns the manifest.
+
+    ``variant`` asks for faster graphs (:mod:`disncl.export.variants`): ``fused`` must pass the same
+    parity check; ``int8`` must pass the retrieval check on the run's validation split, against the
+    float32 graphs (a :class:`~disncl.export.variants.VariantCheckError` otherwise).
 
     ``parity_inputs`` default to the training run's validation data (when ``model_dir`` is a
     run's ``best/`` or ``last/`` and the data is reachable), else seeded random images and
@@ -52,6 +58,7 @@ def export_bundle(
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be a non-negative number, got {tolerance!r}")
     check_opset(opset)
+    spec = variant or VariantSpec()
     source = find_complete_dir(model_dir, META_FILE)
     if source is None:
         raise CheckpointError(f"{model_dir}: no {META_FILE}; is it a model directory written by training?")
@@ -72,7 +79,7 @@ def export_bundle(
 
         def fill(tmp: Path) -> None:
             try:
-                manifest.update(_build(model, tokenizer, model_dir, tmp, parity_inputs, tolerance, opset, bar))
+                manifest.update(_build(model, tokenizer, model_dir, tmp, parity_inputs, tolerance, opset, spec, bar))
             except BaseException:
                 # atomic_dir leaves its temporary folder on failure; a half-built bundle is never useful.
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -102,6 +109,7 @@ def _build(
     parity_inputs: ParityInputs | None,
     tolerance: float,
     opset: int,
+    spec: VariantSpec,
     bar: tqdm,
 ) -> dict[str, Any]:
     cfg = model.cfg
@@ -124,15 +132,27 @@ def _build(
         "graphs": graph_specs(model),
         "embedding_dims": {"full": cfg.embed_dim, "mii": cfg.mii_dim, "mei": cfg.mei_dim},
         "preprocessing": sections.preprocessing(model, tokenizer),
-        "files": sections.checksums(out),
         "source_model_dir": os.fspath(model_dir),
         "training": sections.training_section(model_dir),
         "evaluation": sections.evaluation_section(model_dir),
+        "variant": {"name": "float32"},
     }
-    # Written before the check too, because the check loads the bundle exactly as a server would.
-    atomic_write_json(out / MANIFEST, manifest)
-    parity = check_parity(model, tokenizer, Bundle.load(out, providers=[CPU]), inputs, tolerance)
-    manifest["parity"] = {**parity, "tokenizer": tokens}
+
+    def parity() -> dict[str, Any]:
+        manifest["files"] = sections.checksums(out)
+        # Written before the check too, because the check loads the bundle exactly as a server would.
+        atomic_write_json(out / MANIFEST, manifest)
+        return {**check_parity(model, tokenizer, Bundle.load(out, providers=[CPU]), inputs, tolerance),
+                "tokenizer": tokens}
+
+    manifest["parity"] = parity()
+    if spec.optimize == "fused":
+        for graph in manifest["graphs"].values():
+            fuse_graph(out / graph["file"])
+        manifest["parity"] = parity()
+        manifest["variant"] = {"name": "fused", "optimize": "onnxruntime.transformers optimize_model (clip)"}
+    if spec.quantize == "int8":
+        manifest["variant"] = _quantize(out, manifest, model_dir, spec)
     bar.update()
 
     bar.set_postfix_str(_STEPS[5])
@@ -141,3 +161,33 @@ def _build(
     bar.update()
     # What a reader of the file sees (JSON has lists, not tuples).
     return read_manifest(out)
+
+
+def _quantize(out: Path, manifest: dict[str, Any], model_dir: Path, spec: VariantSpec) -> dict[str, Any]:
+    """Quantise ``out``'s graphs to int8 and check retrieval against the float32 graphs kept beside them."""
+    split = validation_split(model_dir)
+    if split is None:
+        raise ValueError(
+            f"{model_dir}: --quantize int8 is checked on the training run's validation split, which is not "
+            "reachable from this model directory (run config.yaml and its data); export without --quantize"
+        )
+    reference = out.parent / f".{out.name}.float32"
+    shutil.rmtree(reference, ignore_errors=True)
+    shutil.copytree(out, reference)
+    try:
+        for graph in manifest["graphs"].values():
+            quantize_graph(out / graph["file"])
+        manifest["files"] = sections.checksums(out)
+        atomic_write_json(out / MANIFEST, manifest)
+        images, captions, cap2img, source = split
+        check = retrieval_check(Bundle.load(reference, providers=[CPU]), Bundle.load(out, providers=[CPU]),
+                                images, captions, cap2img, spec)
+    finally:
+        shutil.rmtree(reference, ignore_errors=True)
+    return {
+        "name": spec.name,
+        "optimize": manifest["variant"].get("optimize"),
+        "quantize": "onnxruntime.quantization quantize_dynamic, int8 weights (QInt8), dynamic activations",
+        "check": {**check, "split": source},
+        "float32_parity": "passed before quantisation (see parity)",
+    }

@@ -82,6 +82,24 @@ def _validation_inputs(run_dir: Path, tokenizer: PreTrainedTokenizerBase, max_te
                         f"{cfg.data.val_split} images): first {N_INPUTS} images, captions of varied length")
 
 
+def validation_split(model_dir: Path) -> tuple[list[str], list[str], np.ndarray, str] | None:
+    """The validation images (paths), captions, caption→image map and a description, of the run that
+    trained the model in ``model_dir`` (a run's ``best/`` or ``last/``); None when not reachable."""
+    run_dir = model_dir.parent
+    if not (run_dir / RUN_CONFIG).is_file():
+        return None
+    try:
+        cfg = load_config(run_dir / RUN_CONFIG)
+        ds = load_split(cfg.data, cfg.data.val_split)
+    except (ConfigError, OSError, ValueError):
+        return None
+    paths = [os.fspath(ds.image_path(i)) for i in range(ds.n_images)]
+    if not paths or not all(Path(p).is_file() for p in paths):
+        return None
+    where = cfg.data.root or cfg.data.karpathy_json
+    return paths, list(ds.captions), np.asarray(ds.cap2img), f"{where} ({ds.n_images} {cfg.data.val_split} images)"
+
+
 def _token_counts(tokenizer: PreTrainedTokenizerBase, captions: list[str]) -> np.ndarray:
     return np.array([len(ids) for ids in tokenizer(captions)["input_ids"]])
 
