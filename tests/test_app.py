@@ -328,3 +328,13 @@ def test_explorer_without_pair_scores_says_how_to_attach_them(served: Served) ->
     endpoints = {fn.api_name for fn in app.build_app(bare).fns.values()}
     assert {"search_text", "search_image", "inspect_pair", "model_card"} <= endpoints
     assert "explorer" not in endpoints
+
+
+def test_app_asked_for_cuda_on_a_cpu_machine_says_why_and_exits(assets: Assets, capsys) -> None:
+    from disncl.serve.providers import cuda_problem
+
+    if cuda_problem() is None:
+        pytest.skip("this machine can run CUDA")
+    code = app.main(["--bundle", str(assets.bundle), "--gallery", str(assets.gallery), "--providers", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "CUDA was requested but cannot be used" in err and cuda_problem() in err
