@@ -138,7 +138,7 @@ def test_verdicts_compare_methods_seed_by_seed():
     from disncl.bench.report import Report
 
     preset = replace(PRESETS["quick"], methods=("ncr", "srem", "disncl"), noise_rates=(0.4,), ablations=(),
-                     variants=("xcov_mi",))
+                     variants=("v1_default",))
     results = [
         # DisNCL beats NCR on every seed although its mean is within NCR's seed spread.
         *(_result("ncr", s, v) for s, v in ((0, 100.0), (1, 200.0), (2, 300.0))),
@@ -146,15 +146,15 @@ def test_verdicts_compare_methods_seed_by_seed():
         # SREM: the sign changes with the seed.
         *(_result("srem", s, v) for s, v in ((0, 90.0), (1, 210.0), (2, 290.0))),
         # The variant trails NCR on every seed.
-        *(_result("disncl", s, v, "xcov_mi") for s, v in ((0, 99.0), (1, 150.0), (2, 250.0))),
+        *(_result("disncl", s, v, "v1_default") for s, v in ((0, 99.0), (1, 150.0), (2, 250.0))),
     ]
     report = Report(preset, results)
     verdicts = "\n".join(report.verdicts())
     assert ("DisNCL (MII) vs NCR-style: ahead on every seed (draw 1: leads (+1.0 ± 0.0, 3 seeds); one data draw, "
             "so a hint, not a verdict)") in verdicts
     assert "DisNCL (MII) vs SREM: sign changes with the seed" in verdicts
-    assert "DisNCL 'xcov_mi' (MII) vs NCR-style: behind on every seed" in verdicts
-    assert "Variant 'MI bound replaced by a cross-covariance penalty" in verdicts
+    assert "DisNCL 'v1_default' (MII) vs NCR-style: behind on every seed" in verdicts
+    assert "Variant 'the defaults before §9.4" in verdicts
     assert "rSum -34.7 ± 28.3 vs all terms at the same seed(s) (3)" in verdicts
     assert "**Verdict**" not in verdicts
     table = report.paired_table()

@@ -275,9 +275,11 @@ def test_total_recomposes_from_logs(estimator: str) -> None:
 def test_defaults() -> None:
     cfg = DisNCLLossConfig()
     assert (cfg.tau, cfg.tau_target, cfg.gamma, cfg.beta, cfg.beta_mei) == (0.07, 0.05, 0.8, 1e-3, 1e-3)
-    assert (cfg.lambda_rec, cfg.lambda_mi, cfg.alpha_min, cfg.alpha_max) == (1.0, 0.1, 0.1, 1.0)
+    assert (cfg.lambda_rec, cfg.lambda_mi, cfg.alpha_min, cfg.alpha_max) == (1.0, 1.0, 0.1, 1.0)
     assert cfg.soft_targets and not cfg.weight_by_clean_prob and cfg.use_kl and cfg.use_mi and cfg.use_recon
-    assert (cfg.recon, cfg.mi_estimator, cfg.lambda_full) == ("mse", "club", 1.0)
+    assert (cfg.recon, cfg.mi_estimator, cfg.lambda_full) == ("mse", "xcov", 1.0)
+    # Chosen on validation (docs/method.md §9.4): Eq. 4b with the hard split at θ = 0.9, no batch gate.
+    assert (cfg.target_exclude_self, cfg.alpha_hard_threshold, cfg.confident_quantile) == (True, 0.9, 0.0)
 
 
 def test_xcov_ignores_club_and_uses_codes() -> None:
@@ -383,7 +385,7 @@ def test_negative_club_estimate_is_clamped_to_zero() -> None:
     anti = (mirrored, torch.zeros_like(b), b)
     assert club_bound(*anti).item() < 0
     x.club["uv_zt"] = anti
-    _, logs = disncl_loss(x, DisNCLLossConfig())
+    _, logs = disncl_loss(x, DisNCLLossConfig(mi_estimator="club"))
     assert logs["mi_uv_zt"] == 0.0
 
 
@@ -411,7 +413,7 @@ def test_a_hard_alpha_threshold_gives_flagged_pairs_full_target_softness():
     h = torch.nn.functional.normalize(torch.randn(b, d), dim=-1)
     x = DisNCLInputs(**codes, logvar_zv=zeros, logvar_zt=zeros, logvar_uv=zeros, logvar_ut=zeros, h_v=h, h_t=h,
                      recon_v=h, recon_t=h, club={}, clean_prob=torch.tensor([0.9, 0.6, 0.4, 0.1]))
-    cfg = DisNCLLossConfig(mi_estimator="xcov", alpha_min=0.1, alpha_max=1.0)
+    cfg = DisNCLLossConfig(mi_estimator="xcov", alpha_min=0.1, alpha_max=1.0, alpha_hard_threshold=0.0)
     _, soft = disncl_loss(x, cfg)
     _, hard = disncl_loss(x, replace(cfg, alpha_hard_threshold=0.5))
     assert float(soft["alpha_mean"]) == pytest.approx(0.1 + 0.9 * (0.1 + 0.4 + 0.6 + 0.9) / 4)

@@ -15,41 +15,43 @@ from dataclasses import dataclass, replace
 
 from disncl.methods import METHOD_NAMES
 
+# Relative to the current DisNCL defaults (docs/method.md §9.4). Terms switched off:
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "no_soft_targets": ("loss.soft_targets=false",),
     "no_kl": ("loss.use_kl=false",),
     "no_mi": ("loss.use_mi=false",),
     "no_recon": ("loss.use_recon=false",),
     "full_similarity": ("train.select_on=full",),
-    "xcov_mi": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0"),
+    # Variants: a term replaced.
+    "v1_default": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "loss.target_exclude_self=false",
+                   "loss.alpha_hard_threshold=0"),
+    "v1_ema_split": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "loss.target_exclude_self=false",
+                     "loss.alpha_hard_threshold=0", "split.ema=0.5"),
+    "club_mi": ("loss.mi_estimator=club", "loss.lambda_mi=0.1"),
+    "soft_rematch": ("loss.target_exclude_self=false", "loss.alpha_hard_threshold=0"),
+    "split_at_half": ("loss.alpha_hard_threshold=0.5",),
+    "batch_gate": ("loss.confident_quantile=0.5",),
     "ema_split": ("split.ema=0.5",),
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
-    "exclude_self": ("loss.target_exclude_self=true",),
-    "hard_rematch": ("loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.5"),
-    "conservative_rematch": ("loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.9"),
-    "xcov_conservative": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0",
-                          "loss.target_exclude_self=true", "loss.alpha_hard_threshold=0.9"),
-    "xcov_gated": ("loss.mi_estimator=xcov", "loss.lambda_mi=1.0", "loss.target_exclude_self=true",
-                   "loss.alpha_hard_threshold=0.9", "loss.confident_quantile=0.5"),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
     "no_kl": "without the KL / compression terms",
-    "no_mi": "without the exclusivity (MI) bound",
+    "no_mi": "without the exclusivity (MI) penalty",
     "no_recon": "without reconstruction",
     "full_similarity": "full-feature similarity instead of MII (split and selection)",
-    "xcov_mi": "variant: MI bound replaced by a cross-covariance penalty (Eq. 8b), weight 1",
+    "v1_default": "variant: the defaults before §9.4 — CLUB bound (Eq. 8) at weight 0.1, soft Eq. 5 targets",
+    "v1_ema_split": "variant: v1_default with the clean probability averaged across epochs (Eq. 6c, 0.5)",
+    "club_mi": "variant: the CLUB bound (Eq. 8) at weight 0.1 instead of the cross-covariance penalty",
+    "soft_rematch": "variant: soft Eq. 5 targets (no Eq. 4b, no hard split) instead of the θ = 0.9 re-match",
+    "split_at_half": "variant: the hard split at θ = 0.5 (NCR's clean rule) instead of 0.9 (Eq. 5b)",
+    "batch_gate": "variant: a clean pair must also pass SREM's batch confidence test (Eq. 5c, q = 0.5)",
     "ema_split": "variant: clean probability averaged across epochs (Eq. 6c), weight 0.5 on the previous epoch",
     "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
-    "exclude_self": "variant: soft targets leave the annotated partner out of their self-distilled part (Eq. 4b)",
-    "hard_rematch": "variant: Eq. 4b with a hard split (Eq. 5b): flagged pairs are re-matched, never pulled together",
-    "conservative_rematch": "variant: as hard_rematch, but only pairs with w > 0.9 count as clean (Eq. 5b, θ = 0.9)",
-    "xcov_conservative": "variant: xcov_mi and conservative_rematch together (Eq. 8b, 4b, 5b at θ = 0.9)",
-    "xcov_gated": "variant: xcov_conservative, and a clean pair must pass SREM's batch test too (Eq. 5c, q = 0.5)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
-VARIANTS = frozenset({"xcov_mi", "ema_split", "adaptive_warmup", "exclude_self", "hard_rematch",
-                      "conservative_rematch", "xcov_conservative", "xcov_gated"})
+VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
+                      "ema_split", "adaptive_warmup"})
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ class Preset:
     focus_seeds: tuple[int, ...] = (0, 1, 2)
     ablations: tuple[str, ...] = ("no_soft_targets", "no_kl", "no_mi", "no_recon", "full_similarity")
     ablation_seeds: tuple[int, ...] = (0, 1, 2)
-    variants: tuple[str, ...] = ("xcov_mi",)
+    variants: tuple[str, ...] = ("v1_default",)
     # The variants run again on the second draw (those validation preferred on the first); None: all.
     confirm_variants: tuple[str, ...] | None = None
     confounds: tuple[float, ...] = (0.0, 0.9)
@@ -236,8 +238,8 @@ PRESETS: dict[str, Preset] = {
         seeds=(0, 1),
         focus_seeds=(0, 1, 2, 3, 4),
         ablation_seeds=(0, 1),
-        variants=("xcov_mi", "ema_split", "conservative_rematch", "xcov_conservative", "xcov_gated"),
-        confirm_variants=(),
+        variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split"),
+        confirm_variants=("v1_default", "soft_rematch"),
         confounds=(0.0, 0.5, 0.7, 0.9),
         caption_rates=(0.4,),
         second_draw=True,
