@@ -157,6 +157,10 @@ class Preset:
                 for seed in self.focus_seeds:
                     add(RunSpec("disncl", "image", self.focus_rate, seed, ablation=variant, data_seed=draw),
                         "variant" + suffix)
+        # Then the confound sweep (the paper's mechanism: where MII beats full), DisNCL first.
+        for method in self.disncl_first(self.confound_methods):
+            for rho in self.confounds:
+                add(RunSpec(method, "image", self.focus_rate, 0, confound=rho, data_seed=d0), "confound")
         # Rate-major, so that a grid cut short has every method at the rates it reached.
         for kind in self.noise_kinds:
             for rate in self.noise_rates:
@@ -170,9 +174,6 @@ class Preset:
         for ablation in self.ablations:
             for seed in self.ablation_seeds:
                 add(RunSpec("disncl", "image", self.focus_rate, seed, ablation=ablation, data_seed=d0), "ablation")
-        for method in self.disncl_first(self.confound_methods):
-            for rho in self.confounds:
-                add(RunSpec(method, "image", self.focus_rate, 0, confound=rho, data_seed=d0), "confound")
         return out
 
     @staticmethod
