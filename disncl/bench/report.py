@@ -330,6 +330,8 @@ class Report:
         out = []
         f = self.preset.focus_rate
         draws = self.preset.draws
+        confirm = self.preset.confirm_variants
+        confirmed = set(self.preset.variants if confirm is None else confirm)
         for label, (bm, ba, bs), (om, oa, os_) in self.comparisons():
             per_draw = [self.paired(bm, ba, om, oa, space=bs, draw=d, other_space=os_) for d in draws]
             if len(per_draw[0]) < 2:
@@ -342,6 +344,9 @@ class Report:
                         "mixed": "sign changes with the seed"}[kinds[0]]
                 out.append(f"At {f:.0%} per-image noise, {label}: {word} ({seen}; one data draw, so a hint, not a "
                            "verdict).")
+            elif oa and oa not in confirmed:
+                out.append(f"Draw 1 only at {f:.0%} per-image noise, {label}: {seen} (a variant validation did not "
+                           "choose; not re-run on the second draw).")
             elif any(len(d) < len(self.preset.focus_seeds) for d in per_draw):
                 out.append(f"Pending at {f:.0%} per-image noise, {label}: {seen} (a verdict needs all "
                            f"{len(self.preset.focus_seeds)} seeds on both draws).")
