@@ -514,8 +514,15 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
         elem_classes="hint",
     )
     with gr.Row():
-        threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Flag pairs with clean probability ≤", scale=3)
+        threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.0001, label="Flag pairs with clean probability ≤", scale=3,
+                              elem_id="explorer-threshold")
         show = gr.Radio(list(logic.EXPLORER_SHOW), value="all", label="Show", scale=2)
+    with gr.Row(equal_height=True):
+        flag_by = gr.Radio(["count", "percent"], value="percent", label="…or flag the least likely pairs by",
+                           scale=2)
+        flag_amount = gr.Number(value=30, label="how many (count) or what share (percent)", minimum=0, scale=2,
+                                elem_id="flag-amount")
+        set_threshold = gr.Button("Set the threshold", scale=1, elem_id="flag-button")
     with gr.Row():
         sort_by = gr.Dropdown(list(logic.EXPLORER_SORTS), value="clean probability", label="Sort by", scale=2)
         descending = gr.Checkbox(value=False, label="Descending", scale=1)
@@ -556,6 +563,20 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
         explain_pair, [pair, threshold], [why, own_image, best_image], api_visibility="private", **light
     )
     export.click(export_flagged, threshold, [csv_file, noise_files], api_name="export_flagged", **light)
+
+    def flag_threshold(by: str, amount: float) -> float:
+        """The clean-probability threshold that flags the least likely pairs by count or by percentage.
+
+        Parameters:
+            by: "count" (the N least likely pairs), "percent" (the x % least likely) or "probability".
+            amount: N, x, or the probability itself.
+        Returns:
+            the threshold (pairs tied with it are flagged too); the explorer and export then use it.
+        """
+        with shown_to_user():
+            return logic.threshold_for(services, by, amount)
+
+    set_threshold.click(flag_threshold, [flag_by, flag_amount], threshold, api_name="flag_threshold", **light)
     # Fill the tab when the page opens, at the default settings.
     demo.load(explorer, inputs, outputs, api_visibility="private", **light)
 

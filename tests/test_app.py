@@ -104,7 +104,8 @@ def _rows(table: dict) -> list[list]:
 def test_every_endpoint_has_a_stable_name(served: Served) -> None:
     api = served.client.view_api(return_format="dict", print_info=False)
     assert sorted(api["named_endpoints"]) == [
-        "/explain_pair", "/explorer", "/export_flagged", "/gallery_page", "/inspect_pair", "/model_card",
+        "/explain_pair", "/explorer", "/export_flagged", "/flag_threshold", "/gallery_page", "/inspect_pair",
+        "/model_card",
         "/search_image", "/search_text",
     ]
     assert not api["unnamed_endpoints"]
@@ -300,6 +301,22 @@ def test_a_subword_tokenizer_has_no_unknown_words() -> None:
     unk_id, words = tokenizer_words(bpe)
     assert unk_id is None and words is None
     assert unknown_words(bpe, unk_id, "a zebra on the beach") == []
+
+
+def test_threshold_by_count_or_percent_flags_the_least_likely_pairs(served: Served) -> None:
+    probs = np.sort(served.services.pair_scores.clean_prob)
+    for by, amount, n in (("count", 10, 10), ("percent", 30, round(0.3 * len(probs))), ("count", 0, 0)):
+        t = served.client.predict(by, amount, api_name="/flag_threshold")
+        flagged = int((probs <= t).sum())
+        assert flagged >= n and flagged == n + int((probs[n:] == t).sum()), (by, amount, t)
+        counts, summary, *_ = served.client.predict(t, "flagged", "clean probability", False, "", 1000,
+                                                    api_name="/explorer")
+        assert summary["n_flagged"] == flagged
+    assert logic.threshold_for(served.services, "probability", 0.25) == 0.25
+    with pytest.raises(Exception, match="count must be between 0 and"):
+        served.client.predict("count", len(probs) + 1, api_name="/flag_threshold")
+    with pytest.raises(logic.AppError, match="flag by must be one of"):
+        logic.threshold_for(served.services, "top", 3)
 
 
 def test_app_does_not_import_torch() -> None:

@@ -12,6 +12,7 @@ from disncl.app.explorer import (
     EXPLORER_HEADERS,
     EXPLORER_SHOW,
     EXPLORER_SORTS,
+    FLAG_BY,
     check_row_limit,
     explain_pair,
     explorer_rows,
@@ -19,6 +20,7 @@ from disncl.app.explorer import (
     export_flagged,
     histogram_figure,
     summary_markdown,
+    threshold_for,
 )
 from disncl.app.inspector import (
     inspect_pair,
@@ -80,8 +82,10 @@ __all__ = [
     "check_row_limit",
     "check_upload",
     "explain_pair",
+    "FLAG_BY",
     "explorer_rows",
     "explorer_summary",
+    "threshold_for",
     "export_flagged",
     "histogram_figure",
     "image_gallery_items",

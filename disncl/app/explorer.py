@@ -245,3 +245,32 @@ def export_flagged(services: Services, threshold: float) -> tuple[Path, list[Pat
     csv_path = scores.to_csv(folder / f"flagged_pairs_t{threshold:.2f}.csv", mask)
     index_path, flags_path = scores.to_noise_index(folder / "noise_index.npy", mask)
     return csv_path, [index_path, index_path.with_suffix(".json"), flags_path]
+
+
+FLAG_BY = ("probability", "count", "percent")
+
+
+def threshold_for(services: Services, flag_by: str, value: float) -> float:
+    """The clean-probability threshold that flags pairs by probability, by count or by percentage.
+
+    ``count`` N: the N least likely clean pairs (DataComp-style "drop the bottom N"); ``percent`` x: the
+    x % least likely. The threshold is the N-th smallest clean probability, so pairs tied with it are
+    flagged too and the count can exceed N by the ties (the summary reports the real count).
+    """
+    if flag_by not in FLAG_BY:
+        raise AppError(f"flag by must be one of {', '.join(FLAG_BY)}, got {flag_by!r}")
+    if flag_by == "probability":
+        return check_threshold(value)
+    probs = np.sort(require_pair_scores(services).clean_prob)
+    try:
+        amount = float(value)
+    except (TypeError, ValueError) as exc:
+        raise AppError(f"{flag_by} {value!r} is not a number") from exc
+    limit = len(probs) if flag_by == "count" else 100.0
+    if not 0 <= amount <= limit:
+        raise AppError(f"{flag_by} must be between 0 and {limit:g}, got {value}")
+    n = int(amount) if flag_by == "count" else int(round(amount / 100 * len(probs)))
+    if n == 0:
+        # Below every clean probability: flags nothing unless some pair has probability exactly 0.
+        return float(max(0.0, np.nextafter(probs[0], -1.0))) if len(probs) else 0.0
+    return float(probs[n - 1])
