@@ -579,6 +579,35 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
     set_threshold.click(flag_threshold, [flag_by, flag_amount], threshold, api_name="flag_threshold", **light)
     # Fill the tab when the page opens, at the default settings.
     demo.load(explorer, inputs, outputs, api_visibility="private", **light)
+    _duplicates_section(services, light)
+
+
+def _duplicates_section(services: logic.Services, light: dict[str, Any]) -> None:
+    with gr.Accordion("Near-duplicates in the gallery (duplicated captions inflate many-to-many \"noise\")",
+                      open=False):
+        with gr.Row(equal_height=True):
+            modality = gr.Radio(list(logic.DUPLICATE_MODALITIES), value="caption", label="Items", scale=1)
+            cosine = gr.Slider(0.5, 1.0, value=0.98, step=0.001, label="Full-space cosine ≥", scale=2)
+            find = gr.Button("Find near-duplicates", scale=1, elem_id="duplicates-button")
+        found = gr.Markdown(elem_id="duplicates-summary")
+        table = gr.Dataframe(headers=logic.DUPLICATE_HEADERS, datatype=["number", "number", "number", "markdown",
+                                                                         "markdown", "str"],
+                             interactive=False, wrap=True, max_height=400, elem_id="duplicates-table")
+
+    def near_duplicates(items: str, t: float) -> tuple[str, dict[str, Any]]:
+        """Near-duplicate gallery images or captions: pairs whose full-space cosine is at least a threshold.
+
+        Parameters:
+            items: "caption" or "image".
+            t: the cosine threshold (0.5-1).
+        Returns:
+            a summary line and a table of the most similar pairs (at most 100 rows).
+        """
+        with shown_to_user():
+            summary, rows = logic.near_duplicates(services, items, t, 100, thumbnail_markdown)
+        return summary, _table(logic.DUPLICATE_HEADERS, rows)
+
+    find.click(near_duplicates, [modality, cosine], [found, table], api_name="near_duplicates", **light)
 
 
 # ---------------------------------------------------------------------------------------------- launch

@@ -105,7 +105,7 @@ def test_every_endpoint_has_a_stable_name(served: Served) -> None:
     api = served.client.view_api(return_format="dict", print_info=False)
     assert sorted(api["named_endpoints"]) == [
         "/explain_pair", "/explorer", "/export_flagged", "/flag_threshold", "/gallery_page", "/inspect_pair",
-        "/model_card",
+        "/model_card", "/near_duplicates",
         "/search_image", "/search_text",
     ]
     assert not api["unnamed_endpoints"]
@@ -317,6 +317,28 @@ def test_threshold_by_count_or_percent_flags_the_least_likely_pairs(served: Serv
         served.client.predict("count", len(probs) + 1, api_name="/flag_threshold")
     with pytest.raises(logic.AppError, match="flag by must be one of"):
         logic.threshold_for(served.services, "top", 3)
+
+
+def test_near_duplicates_are_the_pairs_above_the_cosine(served: Served) -> None:
+    gallery = served.services.gallery
+    summary, table = served.client.predict("caption", 0.97, api_name="/near_duplicates")
+    x = gallery.embedding("caption", "full")
+    sims = x @ x.T
+    i, j = np.triu_indices(len(x), k=1)
+    expected = int((sims[i, j] >= 0.97).sum())
+    assert f"**{expected}** caption pairs" in summary
+    rows = _rows(table)
+    assert len(rows) == min(expected, 100)
+    assert all(r[2] >= 0.97 for r in rows) and [r[2] for r in rows] == sorted((r[2] for r in rows), reverse=True)
+    a, b = rows[0][0], rows[0][1]
+    assert abs(rows[0][2] - float(sims[a, b])) < 1e-3 and rows[0][3] == gallery.captions[a]
+    identical = sum(gallery.captions[p] == gallery.captions[q] for p, q in zip(i, j, strict=True)
+                    if sims[p, q] >= 0.97)
+    assert f"{identical} of the pairs are the identical text" in summary
+    _, images = served.client.predict("image", 0.5, api_name="/near_duplicates")
+    assert _rows(images) and _rows(images)[0][3].startswith("![](gradio_api/file=")
+    with pytest.raises(Exception, match="threshold must be a cosine"):
+        logic.near_duplicates(served.services, "caption", 0.2)
 
 
 def test_app_does_not_import_torch() -> None:

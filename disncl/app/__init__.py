@@ -8,6 +8,7 @@ Similarity spaces: ``"mii"`` ranks by the modality-invariant codes (what DisNCL 
 ``"full"`` by the tower features (docs/method.md, Section 1).
 """
 
+from disncl.app.duplicates import DUPLICATE_HEADERS, DUPLICATE_MODALITIES, near_duplicates
 from disncl.app.explorer import (
     EXPLORER_HEADERS,
     EXPLORER_SHOW,
@@ -62,6 +63,9 @@ from disncl.app.services import (
 )
 
 __all__ = [
+    "DUPLICATE_HEADERS",
+    "DUPLICATE_MODALITIES",
+    "near_duplicates",
     "AppError",
     "CAPTION_HIT_HEADERS",
     "CAPTION_HIT_WIDTHS",
