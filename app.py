@@ -289,8 +289,21 @@ def _search_handlers(services: logic.Services) -> tuple[Callable[..., Any], Call
     return search_text, search_image
 
 
-def _search_tab(demo: gr.Blocks, services: logic.Services) -> None:
-    gallery = services.gallery
+@dataclass(frozen=True)
+class TextQuery:
+    """The text → image part of the Search tab: query, results per space, button, notice, results."""
+
+    query: gr.Textbox
+    k: gr.Slider
+    go: gr.Button
+    notice: gr.Markdown
+    examples: gr.Examples | None
+    mii_images: gr.Gallery
+    full_images: gr.Gallery
+    table: gr.Dataframe
+
+
+def _text_query(gallery: Any) -> TextQuery:
     gr.Markdown("### Text → image", elem_classes="hint")
     examples = logic.example_captions(gallery)
     with gr.Row(equal_height=True):
@@ -299,14 +312,12 @@ def _search_tab(demo: gr.Blocks, services: logic.Services) -> None:
             max_length=logic.MAX_QUERY_CHARS, value=examples[0] if examples else "",
         )
         k = gr.Slider(1, logic.MAX_K, value=DEFAULT_K, step=1, label="Results per space", scale=2)
-        go_text = gr.Button("Search images", variant="primary", scale=1, elem_id="search-text-button")
+        go = gr.Button("Search images", variant="primary", scale=1, elem_id="search-text-button")
     notice = gr.Markdown(elem_id="query-notice")
-    picked_example = None
-    if examples:
-        picked_example = gr.Examples(
-            [[c] for c in examples], inputs=[query], label="Example captions from the gallery",
-            elem_id="example-captions", api_visibility="private",
-        )
+    offered = gr.Examples(
+        [[c] for c in examples], inputs=[query], label="Example captions from the gallery",
+        elem_id="example-captions", api_visibility="private",
+    ) if examples else None
     with gr.Row():
         mii_images = gr.Gallery(
             label="Ranked by MII similarity", columns=4, height=330, allow_preview=False, elem_id="mii-results"
@@ -316,11 +327,14 @@ def _search_tab(demo: gr.Blocks, services: logic.Services) -> None:
             elem_id="full-results",
         )
     with gr.Accordion("Scores and ranks in both spaces", open=False):
-        image_table = gr.Dataframe(
+        table = gr.Dataframe(
             headers=logic.IMAGE_HIT_HEADERS, interactive=False, wrap=True, column_widths=logic.IMAGE_HIT_WIDTHS
         )
     gr.Markdown("Click a result image to search for its captions.", elem_classes="hint")
+    return TextQuery(query, k, go, notice, offered, mii_images, full_images, table)
 
+
+def _image_query(services: logic.Services) -> tuple[ImagePicker, gr.Button, gr.Dataframe, gr.Dataframe]:
     gr.Markdown("### Image → text", elem_classes="hint")
     with gr.Row():
         with gr.Column(scale=2):
@@ -330,21 +344,26 @@ def _search_tab(demo: gr.Blocks, services: logic.Services) -> None:
             mii_captions = _caption_table("Ranked by MII similarity", "mii-captions")
             full_captions = _caption_table("Ranked by full-feature similarity", "full-captions")
             gr.Markdown("Click a caption to search for its images.", elem_classes="hint")
+    return picker, go_image, mii_captions, full_captions
+
+
+def _search_tab(demo: gr.Blocks, services: logic.Services) -> None:
+    gallery = services.gallery
+    tq = _text_query(gallery)
+    query, k, mii_images, full_images = tq.query, tq.k, tq.mii_images, tq.full_images
+    picker, go_image, mii_captions, full_captions = _image_query(services)
 
     ids = {name: gr.State([]) for name in ("mii_images", "full_images", "mii_captions", "full_captions")}
     search_text, search_image = _search_handlers(services)
-    text_outputs = [notice, mii_images, full_images, image_table, ids["mii_images"], ids["full_images"]]
+    text_outputs = [tq.notice, mii_images, full_images, tq.table, ids["mii_images"], ids["full_images"]]
     image_inputs = [*picker.inputs, k]
     image_outputs = [mii_captions, full_captions, ids["mii_captions"], ids["full_captions"]]
     encoder = {"concurrency_id": "encoder", "concurrency_limit": ENCODER_CONCURRENCY}
-    gr.on([go_text.click, query.submit], search_text, [query, k], text_outputs, api_name="search_text", **encoder)
+    gr.on([tq.go.click, query.submit], search_text, [query, k], text_outputs, api_name="search_text", **encoder)
     go_image.click(search_image, image_inputs, image_outputs, api_name="search_image", **encoder)
     picker.picked.then(search_image, image_inputs, image_outputs, api_visibility="private", **encoder)
-    if picked_example is not None:
-        picked_example.load_input_event.then(
-            search_text, [query, k], text_outputs, api_visibility="private", **encoder
-        )
-    if examples:
+    if tq.examples is not None:
+        tq.examples.load_input_event.then(search_text, [query, k], text_outputs, api_visibility="private", **encoder)
         # The tab opens with the first example answered, so there is something to see before anyone types.
         demo.load(search_text, [query, k], text_outputs, api_visibility="private", **encoder)
 
@@ -500,6 +519,13 @@ def _explorer_handlers(services: logic.Services) -> tuple[Callable[..., Any], ..
     return explorer, explain_pair, export_flagged
 
 
+EXPLORER_INTRO = (
+    "Every training pair with the clean probability the model assigned it (the posterior of the low-loss "
+    "mode of a two-component mixture on per-pair losses, docs/method.md Eq. 6). Pairs at or below the "
+    "threshold are **flagged** as probably mismatched. Click a row to see why."
+)
+
+
 def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
     if services.pair_scores is None:
         gr.Markdown(
@@ -507,22 +533,13 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
             "`python -m disncl index ... --pair-scores RUN/pair_scores.csv`."
         )
         return
-    gr.Markdown(
-        "Every training pair with the clean probability the model assigned it (the posterior of the low-loss "
-        "mode of a two-component mixture on per-pair losses, docs/method.md Eq. 6). Pairs at or below the "
-        "threshold are **flagged** as probably mismatched. Click a row to see why.",
-        elem_classes="hint",
-    )
+    gr.Markdown(EXPLORER_INTRO, elem_classes="hint")
     with gr.Row():
         threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.0001, label="Flag pairs with clean probability ≤", scale=3,
                               elem_id="explorer-threshold")
         show = gr.Radio(list(logic.EXPLORER_SHOW), value="all", label="Show", scale=2)
-    with gr.Row(equal_height=True):
-        flag_by = gr.Radio(["count", "percent"], value="percent", label="…or flag the least likely pairs by",
-                           scale=2)
-        flag_amount = gr.Number(value=30, label="how many (count) or what share (percent)", minimum=0, scale=2,
-                                elem_id="flag-amount")
-        set_threshold = gr.Button("Set the threshold", scale=1, elem_id="flag-button")
+    light = {"concurrency_id": "tables", "concurrency_limit": TABLE_CONCURRENCY}
+    _flag_by_count(services, threshold, light)
     with gr.Row():
         sort_by = gr.Dropdown(list(logic.EXPLORER_SORTS), value="clean probability", label="Sort by", scale=2)
         descending = gr.Checkbox(value=False, label="Descending", scale=1)
@@ -549,7 +566,6 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
     def row_pair(pairs: list[int], evt: gr.SelectData) -> int:
         return _picked_from(pairs, evt)
 
-    light = {"concurrency_id": "tables", "concurrency_limit": TABLE_CONCURRENCY}
     inputs = [threshold, show, sort_by, descending, contains, limit]
     outputs = [counts, metrics, histogram, table, shown_pairs]
     gr.on(
@@ -564,12 +580,26 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
     )
     export.click(export_flagged, threshold, [csv_file, noise_files], api_name="export_flagged", **light)
 
+    # Fill the tab when the page opens, at the default settings.
+    demo.load(explorer, inputs, outputs, api_visibility="private", **light)
+    _duplicates_section(services, light)
+
+
+def _flag_by_count(services: logic.Services, threshold: gr.Slider, light: dict[str, Any]) -> None:
+    """Set the threshold so that it flags the N (or x %) least likely pairs, as DataComp-style filters do."""
+    with gr.Row(equal_height=True):
+        flag_by = gr.Radio(["count", "percent"], value="percent", label="…or flag the least likely pairs by",
+                           scale=2)
+        flag_amount = gr.Number(value=30, label="how many (count) or what share (percent)", minimum=0, scale=2,
+                                elem_id="flag-amount")
+        set_threshold = gr.Button("Set the threshold", scale=1, elem_id="flag-button")
+
     def flag_threshold(by: str, amount: float) -> float:
         """The clean-probability threshold that flags the least likely pairs by count or by percentage.
 
         Parameters:
-            by: "count" (the N least likely pairs), "percent" (the x % least likely) or "probability".
-            amount: N, x, or the probability itself.
+            by: "count" (the N least likely pairs) or "percent" (the x % least likely).
+            amount: N or x.
         Returns:
             the threshold (pairs tied with it are flagged too); the explorer and export then use it.
         """
@@ -577,9 +607,6 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
             return logic.threshold_for(services, by, amount)
 
     set_threshold.click(flag_threshold, [flag_by, flag_amount], threshold, api_name="flag_threshold", **light)
-    # Fill the tab when the page opens, at the default settings.
-    demo.load(explorer, inputs, outputs, api_visibility="private", **light)
-    _duplicates_section(services, light)
 
 
 def _duplicates_section(services: logic.Services, light: dict[str, Any]) -> None:
