@@ -582,6 +582,7 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
 
     # Fill the tab when the page opens, at the default settings.
     demo.load(explorer, inputs, outputs, api_visibility="private", **light)
+    _review_section(demo, services, threshold, light)
     _duplicates_section(services, light)
 
 
@@ -607,6 +608,72 @@ def _flag_by_count(services: logic.Services, threshold: gr.Slider, light: dict[s
             return logic.threshold_for(services, by, amount)
 
     set_threshold.click(flag_threshold, [flag_by, flag_amount], threshold, api_name="flag_threshold", **light)
+
+
+def _review_section(demo: gr.Blocks, services: logic.Services, threshold: gr.Slider, light: dict[str, Any]) -> None:
+    """Flagged pairs with suggested re-matches, decided one by one, exported as a corrected captions file."""
+    with gr.Accordion("Review queue: flagged pairs with a suggested re-match", open=False):
+        gr.Markdown(
+            "Click a row, then accept the suggested caption for its image, keep the pair as it is, or drop it. "
+            "Flagged pairs left undecided are dropped on export.", elem_classes="hint",
+        )
+        queue = gr.Dataframe(headers=logic.REVIEW_HEADERS, datatype=["number", "markdown", "str", "number", "str",
+                                                                    "markdown", "str"],
+                             interactive=False, wrap=True, max_height=420, elem_id="review-queue")
+        with gr.Row(equal_height=True):
+            pair = gr.Number(label="Pair #", precision=0, minimum=0, scale=1, elem_id="review-pair")
+            decision = gr.Radio([*logic.DECISIONS, "undecided"], value="accept", label="Decision", scale=2)
+            record = gr.Button("Record", scale=1, elem_id="review-record")
+            export = gr.Button("Export the review", scale=1, elem_id="review-export")
+        with gr.Row():
+            decisions = gr.JSON(value={}, label="Decisions so far", scale=1)
+            files = gr.File(label="Corrected captions, keep and drop lists", file_count="multiple", scale=2,
+                            elem_id="review-files")
+    shown = gr.State([])
+
+    def review_queue(t: float, decided: dict[str, str] | None) -> tuple[dict[str, Any], list[int]]:
+        """The review queue at a threshold: flagged pairs, least likely first, with suggested re-matches.
+
+        Parameters:
+            t: flag pairs whose clean probability is at most this (0-1).
+            decided: the decisions so far, {pair: "accept" | "keep" | "drop"}.
+        Returns:
+            the queue as a table (at most 100 rows).
+        """
+        with shown_to_user():
+            rows = logic.review_rows(services, t, decided, 100, thumbnail_markdown)
+        return _table(logic.REVIEW_HEADERS, rows), [row[0] for row in rows]
+
+    def review_decide(decided: dict[str, str] | None, p: float | None, d: str) -> dict[str, str]:
+        """Record one decision. Parameters: decided: the decisions so far; p: the pair; d: accept, keep,
+        drop or undecided. Returns: the updated decisions."""
+        with shown_to_user():
+            if p is None:
+                raise logic.AppError("no pair: click a row of the queue or type a pair number")
+            return logic.decide(services, decided, p, d)
+
+    def export_review(t: float, decided: dict[str, str] | None) -> list[str]:
+        """Export the review: the corrected captions file (image,caption) and the keep and drop lists.
+
+        Parameters:
+            t: the flagging threshold.
+            decided: the decisions, {pair: "accept" | "keep" | "drop"}; flagged pairs left out are dropped.
+        Returns:
+            the three files.
+        """
+        with shown_to_user():
+            return [str(f) for f in logic.export_review(services, t, decided)]
+
+    refresh = {"fn": review_queue, "inputs": [threshold, decisions], "outputs": [queue, shown], **light}
+    gr.on([threshold.change], api_name="review_queue", **refresh)
+    def row_pair(ids: list[int], evt: gr.SelectData) -> int:
+        return _picked_from(ids, evt)
+
+    queue.select(row_pair, shown, pair, api_visibility="private")
+    record.click(review_decide, [decisions, pair, decision], decisions, api_name="review_decide", **light).then(
+        api_visibility="private", **refresh)
+    export.click(export_review, [threshold, decisions], files, api_name="export_review", **light)
+    demo.load(api_visibility="private", **refresh)
 
 
 def _duplicates_section(services: logic.Services, light: dict[str, Any]) -> None:

@@ -103,11 +103,11 @@ def _rows(table: dict) -> list[list]:
 
 def test_every_endpoint_has_a_stable_name(served: Served) -> None:
     api = served.client.view_api(return_format="dict", print_info=False)
-    assert sorted(api["named_endpoints"]) == [
+    assert sorted(api["named_endpoints"]) == sorted([
         "/explain_pair", "/explorer", "/export_flagged", "/flag_threshold", "/gallery_page", "/inspect_pair",
-        "/model_card", "/near_duplicates",
+        "/model_card", "/near_duplicates", "/review_decide", "/review_queue", "/export_review",
         "/search_image", "/search_text",
-    ]
+    ])
     assert not api["unnamed_endpoints"]
 
 
@@ -339,6 +339,40 @@ def test_near_duplicates_are_the_pairs_above_the_cosine(served: Served) -> None:
     assert _rows(images) and _rows(images)[0][3].startswith("![](gradio_api/file=")
     with pytest.raises(Exception, match="threshold must be a cosine"):
         logic.near_duplicates(served.services, "caption", 0.2)
+
+
+def test_review_queue_suggests_rematches_and_exports_the_decisions(served: Served, assets: Assets) -> None:
+    import csv
+
+    scores = served.services.pair_scores
+    t = 0.5
+    queue = served.client.predict(t, {}, api_name="/review_queue")
+    rows = _rows(queue)
+    flagged = np.flatnonzero(scores.clean_prob <= t)
+    assert len(rows) == min(len(flagged), 100)
+    assert [r[3] for r in rows] == sorted(r[3] for r in rows) and all(r[6] == "undecided" for r in rows)
+    first = rows[0]
+    info = scores.explain(first[0], t)
+    assert first[4] == info["best_caption_for_image"]["text"]
+    accepted, kept = rows[0][0], rows[1][0]
+    decided = served.client.predict({}, accepted, "accept", api_name="/review_decide")
+    decided = served.client.predict(decided, kept, "keep", api_name="/review_decide")
+    assert decided == {str(min(accepted, kept)): "accept" if accepted < kept else "keep",
+                       str(max(accepted, kept)): "keep" if accepted < kept else "accept"}
+    queue = served.client.predict(t, decided, api_name="/review_queue")
+    assert {r[0]: r[6] for r in _rows(queue)}[accepted] == "accept"
+    corrected, keep_file, drop_file = served.client.predict(t, decided, api_name="/export_review")
+    keep = [int(x) for x in Path(keep_file).read_text().split()]
+    drop = [int(x) for x in Path(drop_file).read_text().split()]
+    assert set(drop) == set(int(p) for p in scores.pair[flagged]) - {accepted, kept}
+    assert sorted(keep + drop) == sorted(int(p) for p in scores.pair) and accepted in keep and kept in keep
+    with open(corrected, encoding="utf-8", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == len(keep)
+    by_image = [row for row in table if row["image"] == info["image"]]
+    assert any(row["caption"] == info["best_caption_for_image"]["text"] for row in by_image)
+    with pytest.raises(Exception, match="expected one of accept"):
+        served.client.predict(t, {str(accepted): "maybe"}, api_name="/export_review")
 
 
 def test_app_does_not_import_torch() -> None:

@@ -40,6 +40,7 @@ from disncl.app.limits import (
 from disncl.app.model_card import (
     model_card,
 )
+from disncl.app.review import DECISIONS, REVIEW_HEADERS, decide, export_review, review_rows
 from disncl.app.search import (
     CAPTION_HIT_HEADERS,
     CAPTION_HIT_WIDTHS,
@@ -63,6 +64,11 @@ from disncl.app.services import (
 )
 
 __all__ = [
+    "DECISIONS",
+    "REVIEW_HEADERS",
+    "decide",
+    "export_review",
+    "review_rows",
     "DUPLICATE_HEADERS",
     "DUPLICATE_MODALITIES",
     "near_duplicates",
