@@ -631,6 +631,23 @@ def _review_section(demo: gr.Blocks, services: logic.Services, threshold: gr.Sli
                             elem_id="review-files")
     shown = gr.State([])
 
+    review_queue, review_decide, export_review = _review_handlers(services)
+
+    refresh = {"fn": review_queue, "inputs": [threshold, decisions], "outputs": [queue, shown], **light}
+    gr.on([threshold.change], api_name="review_queue", **refresh)
+    def row_pair(ids: list[int], evt: gr.SelectData) -> int:
+        return _picked_from(ids, evt)
+
+    queue.select(row_pair, shown, pair, api_visibility="private")
+    record.click(review_decide, [decisions, pair, decision], decisions, api_name="review_decide", **light).then(
+        api_visibility="private", **refresh)
+    export.click(export_review, [threshold, decisions], files, api_name="export_review", **light)
+    demo.load(api_visibility="private", **refresh)
+
+
+def _review_handlers(services: logic.Services) -> tuple[Callable[..., Any], ...]:
+    """The review queue's API endpoints (review_queue, review_decide, export_review), bound to ``services``."""
+
     def review_queue(t: float, decided: dict[str, str] | None) -> tuple[dict[str, Any], list[int]]:
         """The review queue at a threshold: flagged pairs, least likely first, with suggested re-matches.
 
@@ -664,16 +681,7 @@ def _review_section(demo: gr.Blocks, services: logic.Services, threshold: gr.Sli
         with shown_to_user():
             return [str(f) for f in logic.export_review(services, t, decided)]
 
-    refresh = {"fn": review_queue, "inputs": [threshold, decisions], "outputs": [queue, shown], **light}
-    gr.on([threshold.change], api_name="review_queue", **refresh)
-    def row_pair(ids: list[int], evt: gr.SelectData) -> int:
-        return _picked_from(ids, evt)
-
-    queue.select(row_pair, shown, pair, api_visibility="private")
-    record.click(review_decide, [decisions, pair, decision], decisions, api_name="review_decide", **light).then(
-        api_visibility="private", **refresh)
-    export.click(export_review, [threshold, decisions], files, api_name="export_review", **light)
-    demo.load(api_visibility="private", **refresh)
+    return review_queue, review_decide, export_review
 
 
 def _duplicates_section(services: logic.Services, light: dict[str, Any]) -> None:
