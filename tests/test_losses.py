@@ -446,3 +446,34 @@ def test_the_confidence_gate_flags_a_split_clean_pair_that_fails_the_batch_test(
     assert float(gated["alpha_mean"]) == pytest.approx((0.1 * (b - n_flagged) + 1.0 * n_flagged) / b)
     _, warmup = disncl_loss(replace(x, clean_prob=None), replace(cfg, confident_quantile=0.5))
     assert float(warmup["alpha_mean"]) == pytest.approx(0.1)  # no gate before the split starts
+
+
+def test_flagged_pairs_can_train_on_the_complementary_loss_instead_of_a_rematch():
+    from dataclasses import replace
+
+    from disncl.losses.config import DisNCLLossConfig
+    from disncl.losses.infonce import similarity, soft_infonce
+    from disncl.losses.srem import complementary_loss
+
+    torch.manual_seed(1)
+    b, d = 5, 6
+    codes = {k: torch.randn(b, d) for k in ("z_v", "z_t", "mu_zv", "mu_zt", "mu_uv", "mu_ut", "u_v", "u_t")}
+    zeros = torch.zeros(b, d)
+    h = torch.nn.functional.normalize(torch.randn(b, d), dim=-1)
+    w = torch.tensor([0.99, 0.95, 0.5, 0.2, 0.0])  # the last three are flagged at θ = 0.9
+    x = DisNCLInputs(**codes, logvar_zv=zeros, logvar_zt=zeros, logvar_uv=zeros, logvar_ut=zeros, h_v=h, h_t=h,
+                     recon_v=h, recon_t=h, club={}, clean_prob=w)
+    cfg = DisNCLLossConfig(lambda_full=0.0, flagged_loss="complementary")
+    _, logs = disncl_loss(x, cfg)
+    sim = similarity(x.z_v, x.z_t)
+    flagged = (w <= 0.9).float()
+    alpha = 0.1 + 0.9 * flagged
+    t_i2t, t_t2i = soft_targets(sim, alpha, cfg.tau_target, True)
+    expected = (soft_infonce(sim, cfg.tau, t_i2t, t_t2i, 1.0 - flagged)
+                + (flagged * complementary_loss(sim, cfg.complementary_tau, cfg.complementary_bias)).sum() / b)
+    assert float(logs["align"]) == pytest.approx(float(expected), rel=1e-6)
+    _, rematch = disncl_loss(x, replace(cfg, flagged_loss="rematch"))
+    assert float(rematch["align"]) != pytest.approx(float(expected))
+    _, warmup = disncl_loss(replace(x, clean_prob=None), cfg)  # no split yet: nothing is flagged
+    _, warmup_rematch = disncl_loss(replace(x, clean_prob=None), replace(cfg, flagged_loss="rematch"))
+    assert float(warmup["align"]) == pytest.approx(float(warmup_rematch["align"]))

@@ -31,6 +31,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "soft_rematch": ("loss.target_exclude_self=false", "loss.alpha_hard_threshold=0"),
     "split_at_half": ("loss.alpha_hard_threshold=0.5",),
     "batch_gate": ("loss.confident_quantile=0.5",),
+    "complementary": ("loss.flagged_loss=complementary",),
     "ema_split": ("split.ema=0.5",),
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
 }
@@ -46,12 +47,13 @@ ABLATION_LABELS = {
     "soft_rematch": "variant: soft Eq. 5 targets (no Eq. 4b, no hard split) instead of the θ = 0.9 re-match",
     "split_at_half": "variant: the hard split at θ = 0.5 (NCR's clean rule) instead of 0.9 (Eq. 5b)",
     "batch_gate": "variant: a clean pair must also pass SREM's batch confidence test (Eq. 5c, q = 0.5)",
+    "complementary": "variant: flagged pairs train on SREM's complementary loss instead of a re-match (Eq. 5d)",
     "ema_split": "variant: clean probability averaged across epochs (Eq. 6c), weight 0.5 on the previous epoch",
     "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
-                      "ema_split", "adaptive_warmup"})
+                      "complementary", "ema_split", "adaptive_warmup"})
 
 
 @dataclass(frozen=True)
@@ -245,8 +247,8 @@ PRESETS: dict[str, Preset] = {
         seeds=(0, 1),
         focus_seeds=(0, 1, 2, 3, 4),
         ablation_seeds=(0, 1),
-        variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split"),
-        confirm_variants=("v1_default", "soft_rematch"),
+        variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary"),
+        confirm_variants=("v1_default", "soft_rematch", "complementary"),
         confounds=(0.0, 0.5, 0.7, 0.9),
         caption_rates=(0.4,),
         second_draw=True,

@@ -39,6 +39,11 @@ class DisNCLLossConfig:
     alpha_hard_threshold: float = 0.9
     # Eq. 5c: > 0 multiplies w by SREM's batch confidence test at this quantile (after warm-up only).
     confident_quantile: float = 0.0
+    # Eq. 5d: what a pair flagged by the hard split (w <= θ) trains on: "rematch" (its Eq. 4b target) or
+    # "complementary" (SREM's bounded complementary loss, Eq. 18, which never pulls it to any caption).
+    flagged_loss: Literal["rematch", "complementary"] = "rematch"
+    complementary_tau: float = 0.05
+    complementary_bias: float = 0.5
     weight_by_clean_prob: bool = False
     recon: Literal["mse", "cosine"] = "mse"
     mi_estimator: Literal["club", "xcov"] = "xcov"

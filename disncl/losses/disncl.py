@@ -15,7 +15,7 @@ from torch import Tensor
 
 from disncl.losses.config import DisNCLLossConfig
 from disncl.losses.infonce import similarity, soft_infonce
-from disncl.losses.srem import batch_confident
+from disncl.losses.srem import batch_confident, complementary_loss
 
 LOGVAR_LIMIT = 30.0
 # The four dependencies the exclusivity part penalises (Eq. 7): name -> (a, b) for I(a; b), with the
@@ -213,6 +213,23 @@ def _mi_terms(x: DisNCLInputs, cfg: DisNCLLossConfig) -> dict[str, Tensor]:
     raise ValueError(f"unknown mi_estimator {cfg.mi_estimator!r}; expected 'club' or 'xcov'")
 
 
+def _complementary_rows(w: Tensor, split_active: bool, cfg: DisNCLLossConfig) -> Tensor | None:
+    """1.0 for the pairs Eq. 5d sends to the complementary loss (flagged by the hard split), else None."""
+    if cfg.flagged_loss == "rematch" or not split_active or cfg.alpha_hard_threshold <= 0:
+        return None
+    if cfg.flagged_loss != "complementary":
+        raise ValueError(f"unknown flagged_loss {cfg.flagged_loss!r}; expected 'rematch' or 'complementary'")
+    return (w <= cfg.alpha_hard_threshold).to(w.dtype).detach()
+
+
+def _complementary(sim: Tensor, flagged: Tensor | None, cfg: DisNCLLossConfig) -> Tensor:
+    """Eq. 5d: 1/B * sum over flagged pairs of SREM's complementary loss c_i (Eq. 18); 0 without flags."""
+    if flagged is None:
+        return sim.new_zeros(())
+    per_pair = complementary_loss(sim, cfg.complementary_tau, cfg.complementary_bias)
+    return (flagged.to(sim.dtype) * per_pair).sum() / sim.shape[0]
+
+
 def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[str, float]]:
     """Full DisNCL objective (Eq. 1-8 in docs/method.md).
 
@@ -246,7 +263,11 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
     else:
         alpha = torch.zeros_like(w)
     t_i2t, t_t2i = soft_targets(sim, alpha, cfg.tau_target, cfg.target_exclude_self)
-    align = soft_infonce(sim, cfg.tau, t_i2t, t_t2i, w if cfg.weight_by_clean_prob else None)
+    flagged = _complementary_rows(w, x.clean_prob is not None, cfg)
+    weights = w if cfg.weight_by_clean_prob else None
+    if flagged is not None:
+        weights = (1.0 - flagged) if weights is None else weights * (1.0 - flagged)
+    align = soft_infonce(sim, cfg.tau, t_i2t, t_t2i, weights) + _complementary(sim, flagged, cfg)
 
     kl_mii = gaussian_kl(x.mu_zv, x.logvar_zv) + gaussian_kl(x.mu_zt, x.logvar_zt) if cfg.use_kl else zero
     kl_mei = gaussian_kl(x.mu_uv, x.logvar_uv) + gaussian_kl(x.mu_ut, x.logvar_ut) if cfg.use_kl else zero
@@ -262,7 +283,7 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
     if cfg.lambda_full != 0:
         sim_h = similarity(x.h_v, x.h_t)
         th_i2t, th_t2i = soft_targets(sim_h, alpha, cfg.tau_target, cfg.target_exclude_self)
-        align_full = soft_infonce(sim_h, cfg.tau, th_i2t, th_t2i, w if cfg.weight_by_clean_prob else None)
+        align_full = soft_infonce(sim_h, cfg.tau, th_i2t, th_t2i, weights) + _complementary(sim_h, flagged, cfg)
 
     l_s = align + (cfg.beta * kl_mii if cfg.beta != 0 else zero) + cfg.lambda_full * align_full
     l_x = zero
