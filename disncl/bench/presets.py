@@ -234,10 +234,10 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("134 runs, about 4 h 55 min on a 2-core CPU (two runs at a time, one thread each, 4.4 min a "
-                     "run): the focus cells of both data draws first (75 runs, 2 h 45 min: every method and five "
-                     "DisNCL variants on draw 1, the methods and two variants on draw 2), then the confound sweep "
-                     "and the grid (59 runs, 2 h 10 min); converged runs, a ResNet image tower that learns shape"),
+        description=("139 runs, about 5 h on a 2-core CPU (two runs at a time, one thread each, 4.4 min a run): "
+                     "the focus cells of both data draws first (80 runs, 2 h 55 min: every method and six DisNCL "
+                     "variants on draw 1, the methods and two variants on draw 2), then the confound sweep and "
+                     "the grid (59 runs, 2 h 10 min); converged runs, a ResNet image tower that learns shape"),
         data=DataSpec(n_train=2500, n_val=300, n_test=1000, image_size=64, train_captions=2),
         base=(*_CONV_MODEL, "train.epochs=10", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=50", "train.device=cpu"),
