@@ -273,8 +273,8 @@ class Report:
             for space in METHODS[method].spaces:
                 row = [LABELS[method] + (f" ({space})" if len(METHODS[method].spaces) > 1 else "")]
                 for rho in self.preset.confounds:
-                    rs = _select(self.results, method=method, noise_kind="image", noise_rate=self.preset.focus_rate,
-                                 ablation="", confound=rho, seed=0)
+                    rs = [r for r in self.cell(method, "image", self.preset.focus_rate, confound=rho)
+                          if r["spec"]["seed"] == 0]
                     row.append(f"{stat(rsum(r, space) for r in rs)} / {stat((auroc(r) for r in rs), 3)}")
                 rows.append(row)
         return _table(["method"] + [f"ρ = {rho:g} (rSum / AUROC)" for rho in self.preset.confounds], rows)
