@@ -183,10 +183,14 @@ def test_data_url_images_are_refused_before_gradio_decodes_them(served: Served) 
 
 
 def test_server_files_cannot_be_passed_as_uploads(served: Served) -> None:
-    # Gradio's own guard: only files uploaded through its upload route reach an event as input.
-    for path in ("/etc/passwd", str(served.services.gallery.image_path(0)), str(served.outside)):
+    # Gradio's own guard: only files uploaded through its upload route, or under a static path (the
+    # gallery root, whose images are public anyway and can be picked by index), reach an event as input.
+    for path in ("/etc/passwd", str(served.outside), str(served.services.bundle.path / "manifest.json")):
         stream = _call(served, "search_image", [{"path": path, "meta": {"_type": "gradio.FileData"}}, -1, K])
-        assert "event: error" in stream and "complete" not in stream
+        assert "event: error" in stream and "complete" not in stream, path
+    gallery_file = str(served.services.gallery.image_path(0))
+    stream = _call(served, "search_image", [{"path": gallery_file, "meta": {"_type": "gradio.FileData"}}, -1, K])
+    assert "event: complete" in stream
 
 
 # ---------------------------------------------------------------------------------------------- text
