@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from serve_latency import median_ms  # noqa: E402
+
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 # ViT-B/32 (Radford et al. 2021): 224 px, patch 32, 768 wide x 12 layers; text 512 wide x 12 layers.
 VIT_B_32 = {
@@ -115,17 +117,6 @@ def run(cmd: list[str]) -> None:
 def size_mb(path: Path) -> float:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return round(sum(p.stat().st_size for p in files) / 2**20, 1)
-
-
-def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000)
 
 
 def encode_latency(run_dir: Path, bundles: dict[str, Path], repeats: int) -> list[dict[str, object]]:

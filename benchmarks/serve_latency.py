@@ -35,14 +35,7 @@ from disncl.serve.gallery import Gallery  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(_timed(fn, repeats, warmup))
 
 
 def numpy_topk(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:

@@ -63,15 +63,23 @@ def default_inputs(model_dir: Path, tokenizer: PreTrainedTokenizerBase, max_text
     )
 
 
-def _validation_inputs(run_dir: Path, tokenizer: PreTrainedTokenizerBase, max_text_len: int) -> ParityInputs | None:
-    """The first validation images and captions spanning the length range, plus one over-long caption."""
+def _run_validation(run_dir: Path) -> tuple[Any, Any] | None:
+    """The run's config and validation split, or None when the run or its data is not reachable."""
     if not (run_dir / RUN_CONFIG).is_file():
         return None
     try:
         cfg = load_config(run_dir / RUN_CONFIG)
-        ds = load_split(cfg.data, cfg.data.val_split)
+        return cfg, load_split(cfg.data, cfg.data.val_split)
     except (ConfigError, OSError, ValueError):
         return None
+
+
+def _validation_inputs(run_dir: Path, tokenizer: PreTrainedTokenizerBase, max_text_len: int) -> ParityInputs | None:
+    """The first validation images and captions spanning the length range, plus one over-long caption."""
+    found = _run_validation(run_dir)
+    if found is None:
+        return None
+    cfg, ds = found
     paths = [ds.image_path(i) for i in range(min(N_INPUTS, ds.n_images))]
     if len(paths) < N_INPUTS or not all(p.is_file() for p in paths) or len(ds.captions) < N_INPUTS - 1:
         return None
@@ -85,14 +93,10 @@ def _validation_inputs(run_dir: Path, tokenizer: PreTrainedTokenizerBase, max_te
 def validation_split(model_dir: Path) -> tuple[list[str], list[str], np.ndarray, str] | None:
     """The validation images (paths), captions, caption→image map and a description, of the run that
     trained the model in ``model_dir`` (a run's ``best/`` or ``last/``); None when not reachable."""
-    run_dir = model_dir.parent
-    if not (run_dir / RUN_CONFIG).is_file():
+    found = _run_validation(model_dir.parent)
+    if found is None:
         return None
-    try:
-        cfg = load_config(run_dir / RUN_CONFIG)
-        ds = load_split(cfg.data, cfg.data.val_split)
-    except (ConfigError, OSError, ValueError):
-        return None
+    cfg, ds = found
     paths = [os.fspath(ds.image_path(i)) for i in range(ds.n_images)]
     if not paths or not all(Path(p).is_file() for p in paths):
         return None
