@@ -67,3 +67,20 @@ def http_status(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
+
+
+def save_tiny_backbone(path: Path, captions: list[str], image_size: int = 32) -> Path:
+    """A tiny random-weight CLIP saved like a downloaded checkpoint (``save_pretrained``), with a
+    word-level tokenizer that knows ``captions``' words: what ``--backbone`` loads in tests."""
+    import torch
+
+    from disncl.models.tokenizer import train_word_tokenizer
+    from disncl.models.towers import build_clip, set_text_eos_id
+
+    torch.manual_seed(1)
+    tok = train_word_tokenizer(captions)
+    clip = build_clip(tiny_model_config(image_size=image_size, embed_dim=16, max_text_len=32), tok)
+    set_text_eos_id(clip, tok.eos_token_id)
+    clip.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

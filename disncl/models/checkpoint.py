@@ -82,6 +82,11 @@ def build_model(cfg: ModelConfig, captions: list[str] | None) -> tuple[DisNCLMod
             f"model.vision_arch={cfg.vision_arch!r} builds its own image tower from scratch for model.arch=clip; "
             "it cannot be combined with model.backbone or model.arch=precomp"
         )
+    if cfg.freeze_towers and cfg.backbone is None:
+        raise ValueError(
+            "model.freeze_towers keeps a pretrained CLIP fixed and trains the heads on its features; set "
+            "model.backbone (--backbone) to a local CLIP checkpoint folder, or unset model.freeze_towers"
+        )
     if cfg.backbone is None:
         if not captions:
             raise ValueError("training a tokenizer from scratch needs captions (cfg.backbone is None)")

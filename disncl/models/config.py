@@ -32,6 +32,11 @@ class ModelConfig:
     (captions say "left of" / "above"). The ViT fields (``patch_size``, ``vision_*``) are then
     unused. It exists because the small ViT trained from scratch on the synthetic benchmark never
     learns shape (docs/method.md §9.3).
+
+    ``freeze_towers=True`` (needs ``backbone``) keeps the pretrained towers fixed: they encode every
+    training and validation image and caption once, the features are cached on disk
+    (:mod:`disncl.train.feature_cache`), and only the MII/MEI heads (and CLUB networks) train on them.
+    The saved model still holds the towers, so export and serving are unchanged.
     """
 
     arch: Literal["clip", "precomp"] = "clip"
@@ -61,3 +66,4 @@ class ModelConfig:
     conv_widths: tuple[int, ...] = (32, 64, 128)
     conv_depths: tuple[int, ...] = (1, 1, 1)
     conv_grid: int = 2
+    freeze_towers: bool = False

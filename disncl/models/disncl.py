@@ -60,6 +60,9 @@ class DisNCLModel(nn.Module):
             raise ValueError(
                 f"cfg.embed_dim={cfg.embed_dim} but the CLIP projection dim is {towers.config.projection_dim}"
             )
+        if cfg.freeze_towers and cfg.arch != "clip":
+            raise ValueError("model.freeze_towers keeps pretrained CLIP towers fixed; model.arch=precomp "
+                             "trains its towers from scratch, so it cannot freeze them")
         self.cfg = cfg
         # Separate attribute names keep CLIP checkpoints' state-dict keys ("clip.*") unchanged.
         self.clip: CLIPModel | None = towers if isinstance(towers, CLIPModel) else None
@@ -74,6 +77,8 @@ class DisNCLModel(nn.Module):
                 for name, (a, b) in CLUB_ROLES.items()
             }
         )
+        if cfg.freeze_towers:
+            towers.requires_grad_(False)
 
     @property
     def device(self) -> torch.device:
@@ -88,6 +93,8 @@ class DisNCLModel(nn.Module):
         """
         if self.towers is not None:
             return self.towers.preprocess(images_uint8)
+        if self._is_cached_features(images_uint8):
+            return torch.as_tensor(images_uint8).to(self.device, next(self.parameters()).dtype)
         images = torch.as_tensor(images_uint8)
         if images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"expected (N, H, W, 3) RGB images, got shape {tuple(images.shape)}")
@@ -102,18 +109,29 @@ class DisNCLModel(nn.Module):
         std = torch.tensor(self.cfg.image_std, device=x.device, dtype=dtype).view(1, 3, 1, 1)
         return (x - mean) / std
 
+    def _is_cached_features(self, x: Tensor | np.ndarray) -> bool:
+        """Whether ``x`` holds frozen towers' cached outputs rather than pixels or token ids."""
+        if not self.cfg.freeze_towers or x.ndim != 2:
+            return False
+        return x.dtype.kind == "f" if isinstance(x, np.ndarray) else x.is_floating_point()
+
     def encode_image(self, pixel_values: Tensor) -> Encoded:
-        """Encode preprocessed images (see :meth:`preprocess`)."""
-        if self.towers is not None:
+        """Encode preprocessed images (see :meth:`preprocess`), or frozen towers' cached image features."""
+        if self._is_cached_features(pixel_values):
+            feats = pixel_values
+        elif self.towers is not None:
             feats = self.towers.image_features(pixel_values)
         else:
             feats = image_features(self.clip, pixel_values)
         h = F.normalize(feats, dim=-1)
         return _encoded(h, self.image_head(h))
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Encoded:
-        """Encode tokenised captions (see :func:`disncl.models.tokenizer.tokenize`)."""
-        if self.towers is not None:
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None) -> Encoded:
+        """Encode tokenised captions (see :func:`disncl.models.tokenizer.tokenize`), or frozen towers'
+        cached caption features (``attention_mask`` is then unused)."""
+        if self._is_cached_features(input_ids):
+            feats = input_ids
+        elif self.towers is not None:
             feats = self.towers.text_features(input_ids, attention_mask)
         else:
             feats = text_features(self.clip, input_ids, attention_mask)

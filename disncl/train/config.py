@@ -32,6 +32,9 @@ class TrainConfig:
     eval_batch_size: int = 512
     select_on: Literal["auto", "mii", "full"] = "auto"
     out: str = "runs/default"
+    # Where model.freeze_towers keeps the towers' cached features (disncl.train.feature_cache);
+    # empty: RUN/feature_cache. Runs that share a backbone and data may share one folder.
+    feature_cache: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:

@@ -30,6 +30,7 @@ from disncl.models.disncl import DisNCLModel
 from disncl.train import distributed
 from disncl.train.distributed import DistContext
 from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
+from disncl.train.feature_cache import cached_split, towers_digest
 from disncl.train.noise_split import bimodality, clean_probability, smooth_clean_probability
 from disncl.train.objective import batch_objective
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
@@ -44,7 +45,9 @@ def seed_everything(seed: int) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    """AdamW over the parameters that train (frozen towers' are left out)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
 def make_scheduler(
@@ -248,14 +251,29 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
         if ctx.is_main:
             atomic_write_text(run.config, dump_yaml(cfg))
     distributed.broadcast_module(ctx, model)
+    train_data = prepare_split(train_ds, tokenizer, cfg, progress)
+    val_data = prepare_split(val_ds, tokenizer, cfg, progress)
+    if cfg.model.freeze_towers:
+        train_data, val_data = _cached_features(cfg, ctx, run, model, (train_data, val_data), progress)
     return Session(
         cfg=cfg, ctx=ctx, run=run, train_ds=train_ds, pairs=pairs,
         gt_known=noise is not None or val_keys is not None,
         model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler, state=state,
-        train_data=prepare_split(train_ds, tokenizer, cfg, progress),
-        val_data=prepare_split(val_ds, tokenizer, cfg, progress),
-        val_keys=val_keys, steps_per_epoch=steps_per_epoch,
+        train_data=train_data, val_data=val_data, val_keys=val_keys, steps_per_epoch=steps_per_epoch,
     )
+
+
+def _cached_features(
+    cfg: RunConfig, ctx: DistContext, run: RunDir, model: DisNCLModel, splits: tuple[SplitData, ...], progress: bool
+) -> list[SplitData]:
+    """Frozen towers: each split encoded once, then read from the feature cache (:mod:`.feature_cache`)."""
+    if ctx.enabled:
+        raise ValueError("model.freeze_towers trains the heads on cached features, which one process does "
+                         "quickly; run it without torchrun")
+    cache_dir = Path(cfg.train.feature_cache) if cfg.train.feature_cache else run.root / "feature_cache"
+    digest = towers_digest(model)
+    return [cached_split(model, split, cache_dir, digest, cfg.train.eval_batch_size, ctx.device, cfg.train.amp,
+                         progress) for split in splits]
 
 
 def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
