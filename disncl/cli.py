@@ -1,4 +1,4 @@
-"""``disncl synth | train | eval | bench | export | index | shards`` (also ``python -m disncl ...``)."""
+"""``disncl synth | train | eval | bench | export | index | audit | shards`` (also ``python -m disncl ...``)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(see `index --help`)", add_help=False)
     sub.add_parser("export", help="export a run's checkpoint to an ONNX serving bundle (see `export --help`)",
                    add_help=False)
+    sub.add_parser("audit", help="audit your own image-caption pairs in one command: train, export, index, report "
+                   "(see `audit --help`)", add_help=False)
     sub.add_parser("shards", help="pack a dataset folder's split into WebDataset-style tar shards "
                    "(see `shards --help`)", add_help=False)
 
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         from disncl.export.__main__ import main as export_main
 
         return export_main(argv[1:])
+    if argv and argv[0] == "audit":
+        from disncl.audit.cli import main as audit_main
+
+        return audit_main(argv[1:])
     if argv and argv[0] == "shards":
         from disncl.data.shard_writer import main as shards_main
 

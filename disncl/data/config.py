@@ -17,6 +17,10 @@ class DataConfig:
     folder ``data/shards/{split}``; see :mod:`disncl.data.shards`). ``noise_file`` (an existing
     ``.npy`` index of either convention) overrides ``noise_kind``/``noise_rate``.
 
+    ``captions_file``: one captions table (``.csv``/``.tsv``/``.jsonl``) with ``image``, ``caption``
+    and ``split`` fields, its image paths relative to ``images_root`` (default: the table's folder);
+    each split is the table's rows with that ``split`` value. ``python -m disncl audit`` writes one.
+
     ``precomp_root``: a SCAN "precomp" folder (``{split}_ims.npy`` region features +
     ``{split}_caps.txt``; see :mod:`disncl.data.precomp`), for ``model.arch: precomp``. Its
     validation split keeps only the first ``precomp_val_images`` images (1,000 as in NCR/SCAN;
@@ -24,6 +28,7 @@ class DataConfig:
     """
 
     root: str = ""
+    captions_file: str = ""
     karpathy_json: str = ""
     images_root: str = ""
     shards: str = ""

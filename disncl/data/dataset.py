@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from disncl.config import DataConfig
-from disncl.data.formats import read_dataset_dir, read_karpathy, split_file
+from disncl.data.formats import read_captions_file, read_dataset_dir, read_karpathy, split_file
 from disncl.data.noise import NoiseIndex, NoiseIndexError, inject
 from disncl.data.pairs import CaptionedImages
 from disncl.data.precomp import load_precomp
@@ -31,6 +31,11 @@ def load_split(cfg: DataConfig, split: str, report_dir: str | os.PathLike[str] |
         return load_precomp(cfg.precomp_root, split, cfg.precomp_val_images if split == cfg.val_split else 0)
     if cfg.shards:
         return load_shard_split(cfg, split, report_dir)
+    if cfg.captions_file:
+        if cfg.root or cfg.karpathy_json:
+            raise ValueError("data.captions_file names the whole dataset; unset data.root and data.karpathy_json")
+        ds, problems = read_captions_file(cfg.captions_file, cfg.images_root or None, split)
+        return _checked(cfg, split, ds, problems, cfg.captions_file, report_dir)
     if cfg.karpathy_json:
         if not cfg.images_root:
             raise ValueError("data.karpathy_json needs data.images_root (the folder holding the images)")
@@ -39,7 +44,8 @@ def load_split(cfg: DataConfig, split: str, report_dir: str | os.PathLike[str] |
     if not cfg.root:
         raise ValueError(
             "no dataset given: set data.root to a folder with {split}.csv (e.g. from `python -m disncl synth`) "
-            "or data.karpathy_json + data.images_root or data.shards or data.precomp_root"
+            "or data.captions_file (with a split column) or data.karpathy_json + data.images_root or data.shards or "
+            "data.precomp_root"
         )
     ds, problems = read_dataset_dir(cfg.root, split)
     return _checked(cfg, split, ds, problems, str(split_file(cfg.root, split)), report_dir)

@@ -1,0 +1,36 @@
+"""Three noise detectors side by side (docs/method.md Eq. 12): the learned clean probability, the
+cosine in the tower space (the "CLIP-score filter" of clip-retrieval and DataComp when the towers are
+a pretrained CLIP) and the cosine in the MII space. Pure: arrays in, numbers out."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from disncl.serve.pair_scores import PairScores
+
+DETECTORS = {
+    "clean_prob": "learned clean probability (GMM split)",
+    "full_sim": "cosine, tower space (CLIP-score filter)",
+    "mii_sim": "cosine, MII space",
+}
+
+
+def detector_aurocs(scores: PairScores) -> dict[str, float] | None:
+    """Noise-detection AUROC of each detector on the rows with known truth; ``None`` when there are none.
+
+    Noisy is the positive class and each detector's noisiness score is minus its clean score, so
+    AUROC = P(score(noisy) < score(clean)) with ties counted half; NaN when one class is absent.
+    """
+    known = scores.truth_known
+    if not known.any():
+        return None
+    noisy = ~scores.is_clean[known]
+    if noisy.all() or not noisy.any():
+        return {name: float("nan") for name in DETECTORS}
+    return {name: float(roc_auc_score(noisy, -getattr(scores, name)[known])) for name in DETECTORS}
+
+
+def score_quantiles(scores: PairScores, qs: tuple[float, ...] = (0.01, 0.1, 0.5, 0.9, 0.99)) -> dict[str, list[float]]:
+    """Quantiles ``qs`` of each detector's score: what the report shows when the truth is unknown."""
+    return {name: [float(v) for v in np.quantile(getattr(scores, name), qs)] for name in DETECTORS}
