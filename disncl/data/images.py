@@ -323,3 +323,23 @@ class ImageArray:
 
     def __getitem__(self, idx: int | slice | np.ndarray | Sequence[int]) -> np.ndarray:
         return self._pixels[idx]
+
+
+class ImageFiles:
+    """A split's images decoded from their files on demand, batch by batch: for a single pass such as
+    frozen towers' encoding (:mod:`disncl.train.feature_cache`), where holding every decoded image in
+    memory (150 KB each at 224 px) would cost more than the pass itself. Indexed like :class:`ImageArray`."""
+
+    def __init__(self, ds: CaptionedImages, size: int) -> None:
+        _check_size(size)
+        self.paths = [ds.image_path(i) for i in range(ds.n_images)]
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx: int | slice | np.ndarray | Sequence[int]) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return load_image(self.paths[int(idx)], self.size)
+        rows = range(len(self))[idx] if isinstance(idx, slice) else np.asarray(idx).reshape(-1)
+        return np.stack([load_image(self.paths[int(i)], self.size) for i in rows])

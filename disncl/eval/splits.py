@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from disncl.config import RunConfig
-from disncl.data.images import ImageArray
+from disncl.data.images import ImageArray, ImageFiles
 from disncl.data.pairs import CaptionedImages
 from disncl.data.precomp import PrecompSplit, RegionFeatures
 from disncl.data.shards import ShardedCaptions, ShardImages
@@ -22,24 +22,27 @@ class SplitData:
     """A split made ready for the model: decoded images and tokenised captions."""
 
     ds: CaptionedImages
-    images: ImageArray | ShardImages | RegionFeatures
+    images: ImageArray | ImageFiles | ShardImages | RegionFeatures
     tokens: TokenTable
 
 
 def prepare_split(ds: CaptionedImages, tokenizer: Any, cfg: RunConfig, progress: bool) -> SplitData:
-    """Tokenise the captions; decode the images into memory, or read them on demand from tar shards
-    or (precomp) from memory-mapped region features."""
+    """Tokenise the captions; decode the images into memory, or read them on demand from their files
+    (frozen towers), from tar shards or (precomp) from memory-mapped region features."""
     if isinstance(ds, PrecompSplit) != (cfg.model.arch == "precomp"):
         raise ValueError(
             "model.arch=precomp and data.precomp_root go together: region features need the precomp towers "
             f"and the precomp towers need region features (model.arch is {cfg.model.arch!r}, "
             f"data.precomp_root is {cfg.data.precomp_root!r})"
         )
-    images: ImageArray | ShardImages | RegionFeatures
+    images: ImageArray | ImageFiles | ShardImages | RegionFeatures
     if isinstance(ds, PrecompSplit):
         images = ds.features
     elif isinstance(ds, ShardedCaptions):
         images = ShardImages(ds.locations, cfg.model.image_size)
+    elif cfg.model.freeze_towers:
+        # Frozen towers see each image once (or never, when its features are cached): read on demand.
+        images = ImageFiles(ds, cfg.model.image_size)
     else:
         images = ImageArray.from_dataset(ds, cfg.model.image_size, progress=progress)
     enc = tokenize(tokenizer, ds.captions, cfg.model.max_text_len)
