@@ -584,6 +584,7 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
     demo.load(explorer, inputs, outputs, api_visibility="private", **light)
     _review_section(demo, services, threshold, light)
     _duplicates_section(services, light)
+    _map_section(services, threshold, pair, [why, own_image, best_image], explain_pair, light)
 
 
 def _flag_by_count(services: logic.Services, threshold: gr.Slider, light: dict[str, Any]) -> None:
@@ -710,6 +711,61 @@ def _duplicates_section(services: logic.Services, light: dict[str, Any]) -> None
         return summary, _table(logic.DUPLICATE_HEADERS, rows)
 
     find.click(near_duplicates, [modality, cosine], [found, table], api_name="near_duplicates", **light)
+
+
+def _map_section(
+    services: logic.Services, threshold: gr.Slider, pair: gr.Number, detail: list[gr.components.Component],
+    explain_pair: Callable[..., Any], light: dict[str, Any],
+) -> None:
+    """The embedding map; clicking a point shows the nearest training pair's "why flagged" above."""
+    with gr.Accordion("Embedding map (images and captions, projected once when the gallery was built)", open=False):
+        with gr.Row(equal_height=True):
+            space = gr.Radio(list(logic.SPACES), value="mii", label="Space", scale=1)
+            colour = gr.Radio(list(logic.MAP_COLOURS), value="clean probability", label="Colour captions by", scale=2)
+            draw = gr.Button("Draw the map", scale=1, elem_id="map-button")
+        summary = gr.Markdown(elem_id="map-summary")
+        picture = gr.Image(show_label=False, interactive=False, elem_id="embedding-map", format="png")
+    view = gr.State(None)
+
+    def embedding_map(space_: str, colour_by: str, t: float) -> tuple[Any, str, logic.MapView]:
+        """The 2-D map of the gallery's images and captions in a space, captions coloured by their pair's score.
+
+        Parameters:
+            space_: "mii" or "full".
+            colour_by: "clean probability" or "flag".
+            t: the flagging threshold (for "flag").
+        Returns:
+            the map image and a summary line.
+        """
+        with shown_to_user():
+            drawn = logic.embedding_map(services, space_, colour_by, t)
+        return drawn.image, drawn.summary, drawn
+
+    def map_pick(space_: str, x: float, y: float) -> int:
+        """The training pair whose caption is nearest a point of the map (in the map's axis coordinates).
+
+        Parameters:
+            space_: "mii" or "full".
+            x: the map's horizontal coordinate.
+            y: the map's vertical coordinate.
+        Returns:
+            the pair number (then ask /explain_pair why it is flagged).
+        """
+        with shown_to_user():
+            return logic.nearest_pair(services, space_, x, y)
+
+    def clicked(space_: str, drawn: logic.MapView | None, evt: gr.SelectData) -> int:
+        if drawn is None:
+            raise gr.Error("draw the map first")
+        x, y = drawn.to_map(*evt.index)
+        return map_pick(space_, x, y)
+
+    draw.click(embedding_map, [space, colour, threshold], [picture, summary, view], api_name="embedding_map",
+               **light)
+    gr.api(map_pick, api_name="map_pick", **light)
+    picture.select(clicked, [space, view], pair, api_visibility="private").then(
+        explain_pair, [pair, threshold], detail, api_visibility="private", **light
+    )
 
 
 # ---------------------------------------------------------------------------------------------- launch

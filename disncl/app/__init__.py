@@ -9,6 +9,7 @@ Similarity spaces: ``"mii"`` ranks by the modality-invariant codes (what DisNCL 
 """
 
 from disncl.app.duplicates import DUPLICATE_HEADERS, DUPLICATE_MODALITIES, near_duplicates
+from disncl.app.embedding_map import MAP_COLOURS, MapView, embedding_map, nearest_pair
 from disncl.app.explorer import (
     EXPLORER_HEADERS,
     EXPLORER_SHOW,
@@ -72,6 +73,10 @@ __all__ = [
     "DUPLICATE_HEADERS",
     "DUPLICATE_MODALITIES",
     "near_duplicates",
+    "MAP_COLOURS",
+    "MapView",
+    "embedding_map",
+    "nearest_pair",
     "AppError",
     "CAPTION_HIT_HEADERS",
     "CAPTION_HIT_WIDTHS",

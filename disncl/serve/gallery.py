@@ -11,6 +11,7 @@ On disk (one folder, written atomically)::
     gallery.json           metadata: paths, ids, captions, owners, index kinds, dims, counts
     {modality}_{space}.npy float32 embeddings
     {modality}_{space}.faiss the FAISS index
+    map_{space}.npy        2-D map coordinates of the images then the captions (:mod:`.projection`)
     pair_scores.csv        optional: a training run's per-pair scores, for the noisy-pair explorer
 """
 
@@ -113,6 +114,7 @@ class Gallery:
         index_kinds: dict[str, str],
         notes: list[str] | None = None,
         pair_scores_path: Path | None = None,
+        maps: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Assemble a gallery from parts that already fit together (checked); prefer the constructors."""
         self.root = Path(root)
@@ -126,6 +128,7 @@ class Gallery:
         self.index_kinds = index_kinds
         self.notes = list(notes or [])
         self.pair_scores_path = pair_scores_path
+        self._maps = dict(maps or {})
         self._check()
 
     @property
@@ -144,6 +147,17 @@ class Gallery:
     def embedding(self, modality: str, space: str) -> np.ndarray:
         """The (count, dim) float32 embeddings of ``modality`` ("image"/"caption") in ``space``."""
         return self.embeddings[_key(modality, space)]
+
+    def map_coordinates(self, space: str) -> np.ndarray:
+        """``(n_images + n_captions, 2)`` map coordinates in ``space`` (images first), computed when the
+        gallery is saved; a gallery saved before maps existed computes them once, here."""
+        if space not in SPACES:
+            raise ValueError(f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
+        if space not in self._maps:
+            from disncl.serve.projection import project_2d
+
+            self._maps[space] = project_2d(self.embedding("image", space), self.embedding("caption", space))
+        return self._maps[space]
 
     def image_path(self, i: int) -> Path:
         """Where image ``i`` lives: its relative path under the root, re-checked to stay inside it."""
@@ -291,6 +305,8 @@ class Gallery:
             for key, x in self.embeddings.items():
                 np.save(tmp / f"{key}.npy", np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
                 faiss.write_index(self.indexes[key], str(tmp / f"{key}.faiss"))
+            for space in SPACES:
+                np.save(tmp / f"map_{space}.npy", self.map_coordinates(space), allow_pickle=False)
             if source is not None:
                 shutil.copyfile(source, tmp / PAIR_SCORES_FILE)
             # Written last: a folder holding gallery.json is complete.
@@ -321,6 +337,11 @@ class Gallery:
                 shape = (counts[modality], meta["dims"][space])
                 embeddings[key] = _read_embeddings(found / f"{key}.npy", shape, mmap)
                 indexes[key] = _read_index(found / f"{key}.faiss", shape)
+        maps = {}
+        if meta.get("maps"):
+            n_items = counts["image"] + counts["caption"]
+            for space in SPACES:
+                maps[space] = _read_embeddings(found / f"map_{space}.npy", (n_items, 2), mmap)
         pair_scores = None
         if meta.get("pair_scores"):
             name = str(meta["pair_scores"])
@@ -342,6 +363,7 @@ class Gallery:
                 index_kinds=meta["index_kinds"],
                 notes=meta.get("notes"),
                 pair_scores_path=pair_scores,
+                maps=maps,
             )
         except GalleryError as err:
             raise type(err)(f"{found / META_FILE}: {err}") from err
@@ -416,6 +438,7 @@ class Gallery:
             "counts": {"image": self.n_images, "caption": self.n_captions},
             "notes": self.notes,
             "pair_scores": PAIR_SCORES_FILE if has_pair_scores else None,
+            "maps": True,
         }
 
 
