@@ -3,9 +3,9 @@ gallery was built (:mod:`disncl.serve.projection`), in the MII or the full space
 their training pair's clean probability or flag. Picking a point finds the nearest caption that is a
 training pair, whose "why flagged" the explorer then shows.
 
-A gallery caption is a training pair when the pair table holds the same caption text for the same
-image path (an audit's gallery is its training split, so every caption is; the bundled demo's gallery
-is the test split, so none is and the map shows the spaces only).
+A gallery caption is a training pair when the pair table names it (:func:`caption_pair_rows`): an
+audit's gallery is its training split, so every caption is; the bundled demo's gallery is the test
+split, so none is, and the map shows the spaces only.
 """
 
 from __future__ import annotations
@@ -46,15 +46,21 @@ class MapView:
 
 
 def caption_pair_rows(services: Services) -> np.ndarray:
-    """For each gallery caption, the pair-table row with the same caption text and image path, else -1."""
+    """For each gallery caption, the pair-table row that pairs it, else -1.
+
+    Row ``r`` pairs gallery caption ``caption_index[r]`` when that caption has the row's text and the
+    row's image (its partner in training, mismatched or not) is in the gallery too: true of a gallery
+    built from the training split, not of one built from another split.
+    """
     scores = services.pair_scores
-    out = np.full(services.gallery.n_captions, -1, dtype=np.int64)
-    if scores is None or services.gallery.caption_image is None:
+    gallery = services.gallery
+    out = np.full(gallery.n_captions, -1, dtype=np.int64)
+    if scores is None:
         return out
-    rows = {(scores.caption[r], scores.image[r]): r for r in range(len(scores))}
-    paths = services.gallery.image_paths
-    for c, (text, owner) in enumerate(zip(services.gallery.captions, services.gallery.caption_image, strict=True)):
-        out[c] = rows.get((text, paths[owner]), -1) if owner >= 0 else -1
+    images = set(gallery.image_paths)
+    for r, c in enumerate(scores.caption_index.tolist()):
+        if c < gallery.n_captions and gallery.captions[c] == scores.caption[r] and scores.image[r] in images:
+            out[c] = r
     return out
 
 
@@ -80,7 +86,8 @@ def embedding_map(services: Services, space: str, colour_by: str, threshold: flo
     ax = fig.add_axes(AXES_RECT)
     ax.scatter(img_xy[::step, 0], img_xy[::step, 1], s=14, marker="s", c="#9d9d9d", alpha=0.6, label="images")
     other = ~linked
-    ax.scatter(cap_xy[other][::step, 0], cap_xy[other][::step, 1], s=8, c="#c9c9c9", label="captions (not pairs)")
+    if other.any():
+        ax.scatter(cap_xy[other][::step, 0], cap_xy[other][::step, 1], s=8, c="#c9c9c9", label="captions (not pairs)")
     if linked.any():
         prob = services.pair_scores.clean_prob[rows[linked]]
         pts = cap_xy[linked][::step]
@@ -89,7 +96,7 @@ def embedding_map(services: Services, space: str, colour_by: str, threshold: flo
             ax.scatter(*pts[~flagged].T, s=9, c="#4c78a8", label="kept pairs")
             ax.scatter(*pts[flagged].T, s=12, c="#e45756", label=f"flagged pairs (≤ {t:.2f})")
         else:
-            dots = ax.scatter(*pts.T, s=9, c=prob[::step], cmap="RdYlBu", vmin=0, vmax=1)
+            dots = ax.scatter(*pts.T, s=9, c=prob[::step], cmap="RdYlBu", vmin=0, vmax=1, label="training pairs")
             fig.colorbar(dots, cax=fig.add_axes((0.85, 0.1, 0.025, 0.84)), label="clean probability")
     xlim, ylim = _padded(xy[:, 0]), _padded(xy[:, 1])
     ax.set_xlim(*xlim)
