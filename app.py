@@ -620,7 +620,8 @@ def _review_section(demo: gr.Blocks, services: logic.Services, threshold: gr.Sli
         )
         queue = gr.Dataframe(headers=logic.REVIEW_HEADERS, datatype=["number", "markdown", "str", "number", "str",
                                                                     "markdown", "str"],
-                             interactive=False, wrap=True, max_height=420, elem_id="review-queue")
+                             interactive=False, wrap=True, max_height=420, elem_id="review-queue",
+                             column_widths=["6%", "9%", "28%", "7%", "28%", "9%", "13%"])
         with gr.Row(equal_height=True):
             pair = gr.Number(label="Pair #", precision=0, minimum=0, scale=1, elem_id="review-pair")
             decision = gr.Radio([*logic.DECISIONS, "undecided"], value="accept", label="Decision", scale=2)

@@ -313,3 +313,57 @@ def test_page_runs_searches_in_every_tab(browser: Browser, page_url: tuple[str, 
     open_tab(browser, "Model card")
     browser.wait_for(f"{text_of('model-card')}.includes('Method')", "the model card")
     browser.screenshot(shots / "model_card.png")
+
+
+@pytest.fixture(scope="module")
+def audit_page_url(page_url: tuple[str, logic.Services], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The page's bundle over a gallery of its training split, as `disncl audit` builds it: the explorer's
+    pairs are then gallery items, so the embedding map can link its points to them."""
+    from disncl.serve.gallery import Gallery
+    from disncl.serve.index_cli import collect_items
+
+    _, services = page_url
+    scores = services.pair_scores
+    items = collect_items(None, services.gallery.root / "train.csv")
+    gallery = Gallery.build(services.bundle, items.root, items.image_paths, items.captions, items.caption_image,
+                            progress=False)
+    assert scores is not None and scores.caption[0] in items.captions
+    out = gallery.save(tmp_path_factory.mktemp("audit") / "gallery", pair_scores=services.gallery.pair_scores_path)
+    audit = logic.Services(bundle=services.bundle, gallery=Gallery.load(out), pair_scores=scores)
+    demo = app.build_app(audit)
+    _, url, _ = app.launch(demo, audit, port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def open_accordion(browser: Browser, label_start: str) -> None:
+    browser.evaluate(
+        f"[...document.querySelectorAll('button')].find(b => b.textContent.trim().startsWith({_js(label_start)}))"
+        ".click()"
+    )
+
+
+def test_auditor_features_in_the_browser(browser: Browser, audit_page_url: str, shots: Path) -> None:
+    browser.open(audit_page_url)
+    browser.wait_for("!!document.querySelector('#search-query')", "the Gradio app to render")
+    open_tab(browser, "Noisy-pair explorer")
+    before = browser.wait_for(f"{text_of('explorer-counts')}.includes('training pairs flagged') && "
+                              f"{text_of('explorer-counts')}", "the explorer's counts")
+    # Flag the 10 % least likely pairs, DataComp-style: the threshold moves, the counts follow.
+    type_into(browser, "flag-amount", "10")
+    click(browser, "#flag-button")
+    browser.wait_for(f"{text_of('explorer-counts')} !== {_js(before)}", "the counts at the new threshold")
+    open_accordion(browser, "Review queue")
+    browser.wait_for(images_loaded("review-queue", at_least=2), "the review queue with its thumbnails")
+    open_accordion(browser, "Near-duplicates")
+    click(browser, "#duplicates-button")
+    browser.wait_for(f"{text_of('duplicates-summary')}.includes('pairs at full-space cosine')", "near-duplicates")
+    open_accordion(browser, "Embedding map")
+    click(browser, "#map-button")
+    browser.wait_for(images_loaded("embedding-map"), "the embedding map")
+    browser.wait_for(f"{text_of('map-summary')}.includes('are training pairs')", "the map's summary")
+    click(browser, "#embedding-map img")
+    browser.wait_for(f"{text_of('explorer-why')}.includes('Pair ')", "the clicked point's why-flagged")
+    browser.screenshot(shots / "explorer_audit.png")
