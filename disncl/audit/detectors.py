@@ -5,8 +5,8 @@ a pretrained CLIP) and the cosine in the MII space. Pure: arrays in, numbers out
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
+from disncl.eval.detection import detector_aurocs as _aurocs
 from disncl.serve.pair_scores import PairScores
 
 DETECTORS = {
@@ -25,10 +25,7 @@ def detector_aurocs(scores: PairScores) -> dict[str, float] | None:
     known = scores.truth_known
     if not known.any():
         return None
-    noisy = ~scores.is_clean[known]
-    if noisy.all() or not noisy.any():
-        return {name: float("nan") for name in DETECTORS}
-    return {name: float(roc_auc_score(noisy, -getattr(scores, name)[known])) for name in DETECTORS}
+    return _aurocs(scores.is_clean[known], {name: getattr(scores, name)[known] for name in DETECTORS})
 
 
 def score_quantiles(scores: PairScores, qs: tuple[float, ...] = (0.01, 0.1, 0.5, 0.9, 0.99)) -> dict[str, list[float]]:

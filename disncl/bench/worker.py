@@ -21,18 +21,22 @@ import torch
 from disncl.config import load_config
 from disncl.data.dataset import load_split
 from disncl.data.synth import load_factors
+from disncl.eval.detection import detector_aurocs
 from disncl.eval.probes import mi_with_baseline, probe_accuracy
 from disncl.eval.retrieval import exact_match_ceiling
 from disncl.eval.splits import prepare_split
 from disncl.io import atomic_write_json
 from disncl.models.checkpoint import load_model
 from disncl.models.disncl import DisNCLModel
+from disncl.serve.pair_scores import PairScores
 from disncl.train.evaluate import evaluate_run
 from disncl.train.loop import resolve_device, train
 from disncl.train.run_dir import RunDir
 from disncl.train.state import find_checkpoint
 
 RESULT_FILE = "result.json"
+# The three noise detectors a result compares (pair_scores.csv columns): learned, full cosine, MII cosine.
+DETECTOR_COLUMNS = ("clean_prob", "full_sim", "mii_sim")
 CODES_FILE = "codes_test.npz"
 # "shape_single" is the shape of one-object images only (-1 elsewhere, so probes drop those rows): on
 # two-object images "shape0" also asks which object comes first, which a pooled feature need not order.
@@ -115,6 +119,31 @@ def summarize_log(log_path: Path) -> dict[str, Any]:
     }
 
 
+def detector_record(run: RunDir) -> dict[str, float] | None:
+    """Noise-detection AUROC of the last epoch's clean probability, full-space cosine and MII cosine
+    (``pair_scores.csv``), side by side; None without ground truth."""
+    if not run.pair_scores.is_file():
+        return None
+    scores = PairScores.read(run.pair_scores)
+    known = scores.truth_known
+    if not known.any():
+        return None
+    return detector_aurocs(scores.is_clean[known], {k: getattr(scores, k)[known] for k in DETECTOR_COLUMNS})
+
+
+def add_detectors(result_file: Path) -> bool:
+    """Add ``detectors`` to a ``result.json`` written before it existed, from the run's pair scores (which
+    stay in the run directory); returns whether it was added."""
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    if "detectors" in result:
+        return False
+    record = detector_record(RunDir(result_file.parent))
+    if record is None:
+        return False
+    atomic_write_json(result_file, {**result, "detectors": record})
+    return True
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) ``job['overrides']`` into ``job['run_dir']`` and measure it."""
     start = time.perf_counter()
@@ -142,6 +171,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "groups": job["groups"],
         "config": cfg.to_dict(),
         "evaluation": {"retrieval": evaluation["retrieval"], "detection": evaluation.get("detection")},
+        "detectors": detector_record(run),
         "training": summarize_log(run.log),
         "probes": probes,
         "mi": mi,
@@ -157,8 +187,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--add-detectors"]:
+        added = [f for f in argv[1:] if add_detectors(Path(f))]
+        print(f"detectors added to {len(added)} of {len(argv) - 1} results")
+        return 0
     if len(argv) != 1:
-        print("usage: python -m disncl.bench.worker JOB.json", file=sys.stderr)
+        print("usage: python -m disncl.bench.worker JOB.json | --add-detectors RESULT.json ...", file=sys.stderr)
         return 2
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     result = run_job(job)

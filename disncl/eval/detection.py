@@ -50,3 +50,12 @@ def detection_metrics(
         "flagged_fraction": float(np.mean(flag)),
         "true_noise_rate": float(np.mean(noisy)),
     }
+
+
+def detector_aurocs(is_clean: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """Noise-detection AUROC of several clean scores at once (Eq. 12): for each ``scores[name]`` (higher =
+    more likely clean), ROC-AUC of ``-score`` against the noisy label; ties count half. NaN with one class."""
+    noisy = ~np.asarray(is_clean).reshape(-1).astype(bool)
+    if noisy.all() or not noisy.any():
+        return {name: float("nan") for name in scores}
+    return {name: float(roc_auc_score(noisy, -np.asarray(s, dtype=np.float64))) for name, s in scores.items()}
