@@ -106,7 +106,7 @@ def test_every_endpoint_has_a_stable_name(served: Served) -> None:
     assert sorted(api["named_endpoints"]) == sorted([
         "/explain_pair", "/explorer", "/export_flagged", "/flag_threshold", "/gallery_page", "/inspect_pair",
         "/model_card", "/near_duplicates", "/review_decide", "/review_queue", "/export_review",
-        "/search_image", "/search_text",
+        "/search_image", "/search_text", "/embedding_map", "/map_pick",
     ])
     assert not api["unnamed_endpoints"]
 
