@@ -47,7 +47,7 @@ def test_audit_of_a_folder_without_ground_truth_serves_and_resumes(user_folder: 
     pairs = load_captions_file(user_folder / "my_pairs.csv")
     report = json.loads((out / "audit_report.json").read_text())
     assert report["pairs"] == len(pairs.captions)  # every pair is audited, none held out
-    assert report["auroc"] is None and set(report["quantiles"]) == {"clean_prob", "full_sim", "mii_sim"}
+    assert report["auroc"] is None and set(report["quantiles"]) == {"clean_prob", "loss", "full_sim", "mii_sim"}
     assert "Score distributions (no ground truth)" in (out / "audit_report.md").read_text()
 
     # The gallery searches with the bundle, and app.py serves the pair (through its real services).
@@ -77,7 +77,7 @@ def test_frozen_backbone_audit_with_known_noise_compares_three_detectors(tiny_sy
             "--no-progress", "--set", "train.epochs=3", "--set", "train.warmup_epochs=1"]
     assert main(args) == 0
     report = json.loads((out / "audit_report.json").read_text())
-    assert set(report["auroc"]) == {"clean_prob", "full_sim", "mii_sim"}
+    assert set(report["auroc"]) == {"clean_prob", "loss", "full_sim", "mii_sim"}
     assert all(0.0 <= v <= 1.0 for v in report["auroc"].values())
     assert "cosine, tower space (CLIP-score filter)" in (out / "audit_report.md").read_text()
     assert len(list((out / "run/feature_cache").iterdir())) == 2  # the folder's own val split, not staged

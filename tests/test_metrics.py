@@ -170,3 +170,15 @@ def test_exact_match_ceiling_ranks_identical_descriptions_at_random():
         sim = (keys[:, None] == keys[cap2img][None, :]).astype(float) + noise
         hits.append(recall_at_k(sim, np.arange(12), cap2img)["t2i_r1"])
     assert exact_match_ceiling(list(keys), cap2img)["t2i_r1"] == pytest.approx(np.mean(hits), abs=1.0)
+
+
+def test_detector_aurocs_rank_each_score_against_the_noisy_label() -> None:
+    from disncl.eval.detection import detector_aurocs
+
+    is_clean = np.array([1, 1, 1, 0, 0], dtype=bool)
+    perfect = np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+    out = detector_aurocs(is_clean, {"perfect": perfect, "reversed": -perfect, "tied": np.zeros(5),
+                                     "one_swap": np.array([0.9, 0.8, 0.1, 0.2, 0.05])})
+    assert out["perfect"] == 1.0 and out["reversed"] == 0.0 and out["tied"] == 0.5
+    assert out["one_swap"] == pytest.approx(5 / 6)  # one of the six clean-noisy pairs is misordered
+    assert np.isnan(detector_aurocs(np.ones(3, bool), {"x": np.arange(3.0)})["x"])

@@ -1,6 +1,7 @@
-"""Three noise detectors side by side (docs/method.md Eq. 12): the learned clean probability, the
-cosine in the tower space (the "CLIP-score filter" of clip-retrieval and DataComp when the towers are
-a pretrained CLIP) and the cosine in the MII space. Pure: arrays in, numbers out."""
+"""Noise detectors side by side (docs/method.md Eq. 12): the learned clean probability, the per-pair
+loss it is fitted on, the cosine in the tower space (the "CLIP-score filter" of clip-retrieval and
+DataComp when the towers are a pretrained CLIP) and the cosine in the MII space. Pure: arrays in,
+numbers out."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from disncl.serve.pair_scores import PairScores
 
 DETECTORS = {
     "clean_prob": "learned clean probability (GMM split)",
+    "loss": "per-pair loss (what the split is fitted on; low = clean)",
     "full_sim": "cosine, tower space (CLIP-score filter)",
     "mii_sim": "cosine, MII space",
 }
@@ -25,7 +27,9 @@ def detector_aurocs(scores: PairScores) -> dict[str, float] | None:
     known = scores.truth_known
     if not known.any():
         return None
-    return _aurocs(scores.is_clean[known], {name: getattr(scores, name)[known] for name in DETECTORS})
+    sign = {"loss": -1.0}  # a low per-pair loss means clean
+    return _aurocs(scores.is_clean[known], {name: sign.get(name, 1.0) * getattr(scores, name)[known]
+                                            for name in DETECTORS})
 
 
 def score_quantiles(scores: PairScores, qs: tuple[float, ...] = (0.01, 0.1, 0.5, 0.9, 0.99)) -> dict[str, list[float]]:

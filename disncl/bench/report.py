@@ -156,11 +156,13 @@ class Report:
         rates = [r for r in self.preset.noise_rates if r > 0]
 
         def cell(method: str, column: str, rate: float) -> str:
-            values = [r["detectors"][column] for r in self.cell(method, kind, rate) if r.get("detectors")]
+            values = [r["detectors"][column] for r in self.cell(method, kind, rate)
+                      if column in (r.get("detectors") or {})]
             return stat(values, 3) if values else "–"
 
         rows = [[label] + [cell(method, column, rate) for rate in rates] for method, column, label in (
             ("disncl", "clean_prob", "DisNCL: learned clean probability (GMM split)"),
+            ("disncl", "loss", "DisNCL: per-pair loss (what the split is fitted on)"),
             ("disncl", "full_sim", "DisNCL: cosine, tower space"),
             ("disncl", "mii_sim", "DisNCL: cosine, MII space"),
             ("infonce", "full_sim", "InfoNCE: cosine (the CLIP-score filter)"),
@@ -586,8 +588,9 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     lines += ["Three detectors side by side (`python -m disncl audit` reports the same on your data): the learned "
               "clean probability against plain cosine similarity, in the tower space and in the MII space, all "
               "from the last epoch's `pair_scores.csv` (per-image noise; the grid's seeds, plus the focus seeds "
-              "at the focus rate). A saturated clean probability (many pairs at exactly 0 or 1) ties pairs that "
-              "a cosine still orders, which costs it AUROC.", "", rep.detector_table(), ""]
+              "at the focus rate). A saturated clean probability (many pairs at exactly 0 or 1, rounded to 5 "
+              "decimals in the file) ties pairs that the loss and the cosines still order, which costs it AUROC.",
+              "", rep.detector_table(), ""]
     lines += ["## Convergence", "", "Validation rSum per epoch; the checkpoint kept is the best validation epoch.", "",
               rep.convergence_table(), "", f"![validation curves]({rel['val_curves.png']})", ""]
     lines += [f"## {preset.focus_rate:.0%} per-image noise over seeds {list(preset.focus_seeds)}: accuracy and cost",

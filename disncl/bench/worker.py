@@ -35,8 +35,9 @@ from disncl.train.run_dir import RunDir
 from disncl.train.state import find_checkpoint
 
 RESULT_FILE = "result.json"
-# The three noise detectors a result compares (pair_scores.csv columns): learned, full cosine, MII cosine.
-DETECTOR_COLUMNS = ("clean_prob", "full_sim", "mii_sim")
+# The noise detectors a result compares (pair_scores.csv columns, higher = cleaner except the loss):
+# the learned clean probability, the per-pair loss it is fitted on, full cosine, MII cosine.
+DETECTOR_COLUMNS = ("clean_prob", "loss", "full_sim", "mii_sim")
 CODES_FILE = "codes_test.npz"
 # "shape_single" is the shape of one-object images only (-1 elsewhere, so probes drop those rows): on
 # two-object images "shape0" also asks which object comes first, which a pooled feature need not order.
@@ -128,15 +129,15 @@ def detector_record(run: RunDir) -> dict[str, float] | None:
     known = scores.truth_known
     if not known.any():
         return None
-    return detector_aurocs(scores.is_clean[known], {k: getattr(scores, k)[known] for k in DETECTOR_COLUMNS})
+    sign = {"loss": -1.0}  # a low per-pair loss means clean
+    return detector_aurocs(scores.is_clean[known],
+                           {k: sign.get(k, 1.0) * getattr(scores, k)[known] for k in DETECTOR_COLUMNS})
 
 
 def add_detectors(result_file: Path) -> bool:
-    """Add ``detectors`` to a ``result.json`` written before it existed, from the run's pair scores (which
-    stay in the run directory); returns whether it was added."""
+    """(Re)compute a ``result.json``'s ``detectors`` from the run's pair scores (which stay in the run
+    directory), for results written before the field existed; returns whether it was written."""
     result = json.loads(result_file.read_text(encoding="utf-8"))
-    if "detectors" in result:
-        return False
     record = detector_record(RunDir(result_file.parent))
     if record is None:
         return False
