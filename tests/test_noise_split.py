@@ -70,3 +70,21 @@ def test_smoothed_clean_probability_is_the_running_average_of_eq_6c():
         smooth_clean_probability(prev, cur, 1.0)
     with pytest.raises(ValueError, match="shape"):
         smooth_clean_probability(prev[:2], cur, 0.5)
+
+
+def test_cosine_split_fits_the_mixture_on_the_pairs_own_distance(tiny_synth, tmp_path) -> None:
+    """split.score=cosine: the pair table's loss column is 1 - cos in the selection space, and the
+    clean probability is the mixture fitted on it."""
+    from conftest import tiny_overrides
+
+    from disncl.config import load_config
+    from disncl.serve.pair_scores import PairScores
+    from disncl.train.loop import train
+
+    run = train(load_config(None, tiny_overrides(tiny_synth, tmp_path / "r", **{"split.score": "cosine"})),
+                progress=False)
+    scores = PairScores.read(run / "pair_scores.csv")
+    np.testing.assert_allclose(scores.loss, 1 - scores.mii_sim, atol=2e-5)
+    order = np.argsort(scores.loss)
+    # The mixture's clean posterior falls with the distance (up to the file's 5-decimal rounding).
+    assert scores.clean_prob[order[: len(order) // 10]].mean() >= scores.clean_prob[order[-len(order) // 10 :]].mean()

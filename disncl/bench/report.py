@@ -585,11 +585,12 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     if extra:
         lines += ["caption convention:", "", rep.auroc_table("caption", extra), ""]
     lines += [f"![AUROC vs noise]({rel['auroc_vs_noise.png']})", ""]
-    lines += ["Three detectors side by side (`python -m disncl audit` reports the same on your data): the learned "
-              "clean probability against plain cosine similarity, in the tower space and in the MII space, all "
-              "from the last epoch's `pair_scores.csv` (per-image noise; the grid's seeds, plus the focus seeds "
-              "at the focus rate). A saturated clean probability (many pairs at exactly 0 or 1, rounded to 5 "
-              "decimals in the file) ties pairs that the loss and the cosines still order, which costs it AUROC.",
+    lines += ["Noise detectors side by side (`python -m disncl audit` reports the same on your data): the learned "
+              "clean probability, the per-pair loss it is fitted on (Eq. 6), and plain cosine similarity in the "
+              "tower space and in the MII space, all from the last epoch's `pair_scores.csv` (per-image noise; the "
+              "grid's seeds, plus the focus seeds at the focus rate; – where the run's pair scores were not kept). "
+              "The clean probability ranks pairs as its loss does; where both trail the pair's own cosine, the "
+              "loss's random in-batch negatives are the cause (docs/method.md §5.3, Eq. 12b).",
               "", rep.detector_table(), ""]
     lines += ["## Convergence", "", "Validation rSum per epoch; the checkpoint kept is the best validation epoch.", "",
               rep.convergence_table(), "", f"![validation curves]({rel['val_curves.png']})", ""]

@@ -57,3 +57,7 @@ class SplitConfig:
     bimodality: float = 2.0
     # Weight of the previous epoch's clean probability in its running average (Eq. 6c); 0 = no smoothing.
     ema: float = 0.0
+    # What the mixture is fitted on: "loss", the per-pair InfoNCE over fixed random batches (Eq. 6), or
+    # "cosine", the pair's own distance 1 − cos in the selection space (Eq. 6e), which no batch
+    # composition perturbs (docs/method.md §5.3).
+    score: Literal["loss", "cosine"] = "loss"

@@ -34,7 +34,7 @@ from disncl.train.feature_cache import cached_split, towers_digest
 from disncl.train.noise_split import bimodality, clean_probability, smooth_clean_probability
 from disncl.train.objective import batch_objective
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
-from disncl.train.scoring import pair_table, per_pair_loss, write_pair_scores
+from disncl.train.scoring import pair_distance, pair_table, per_pair_loss, write_pair_scores
 from disncl.train.state import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -68,7 +68,8 @@ def make_scheduler(
 def score_training_pairs(
     model, train: SplitData, pairs: NoisyPairs, cfg: RunConfig, device: torch.device
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-pair loss in the selection space and the GMM clean probability fitted on it (Eq. 6)."""
+    """Per-pair loss in the selection space (Eq. 6, or the distance of Eq. 6e with ``split.score=cosine``)
+    and the GMM clean probability fitted on it."""
     emb = encode_split(model, train.images, train.tokens, cfg.train.eval_batch_size, device, cfg.train.amp)
     return score_embeddings(emb, pairs, cfg)
 
@@ -79,7 +80,10 @@ def score_embeddings(
     """:func:`score_training_pairs` on embeddings already computed; ``previous`` (the last epoch's clean
     probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c)."""
     img, txt = emb.space(cfg.selection_space())
-    loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
+    if cfg.split.score == "cosine":
+        loss = pair_distance(img, txt, pairs)
+    else:
+        loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
     prob = clean_probability(loss, cfg.split).astype(np.float32)
     if previous is not None:
         prob = smooth_clean_probability(previous, prob, cfg.split.ema)
