@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_tiny_backbone
+from conftest import http_status, save_tiny_backbone
 
 from disncl.audit.plan import plan_for
 from disncl.audit.sources import resolve_source, validation_images
@@ -55,10 +59,8 @@ def test_audit_of_a_folder_without_ground_truth_serves_and_resumes(user_folder: 
     assert (gallery.n_images, gallery.n_captions) == (pairs.n_images, len(pairs.captions))
     _, ids = gallery.search_images(bundle.encode_texts([pairs.captions[0]]).mii, "mii", k=3)
     assert ids.shape == (1, 3)
-    import disncl.app as logic
-
-    services = logic.Services.load(out / "bundle", out / "gallery")
-    assert services.gallery.load_pair_scores() is not None
+    assert Gallery.load(out / "gallery").load_pair_scores() is not None
+    _serve_and_fetch(out)
 
     # Re-running skips what is done; a deleted stage output is rebuilt, nothing else is redone.
     stages = json.loads((out / "audit.json").read_text())["stages"]
@@ -67,6 +69,30 @@ def test_audit_of_a_folder_without_ground_truth_serves_and_resumes(user_folder: 
     again = json.loads((out / "audit.json").read_text())["stages"]
     assert again["train"] == stages["train"] and again["export"] == stages["export"]
     assert (out / "gallery/gallery.json").is_file()
+
+
+def _serve_and_fetch(out: Path) -> None:
+    """``python app.py --bundle AUDIT/bundle --gallery AUDIT/gallery`` (the printed command) serves the page."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parents[1]
+    server = subprocess.Popen([sys.executable, str(repo / "app.py"), "--bundle", str(out / "bundle"), "--gallery",
+                               str(out / "gallery"), "--port", str(port)], cwd=repo, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if http_status(f"http://127.0.0.1:{port}/") == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"app.py did not serve the audit: {server.stderr.read() if server.poll() else 'timeout'}")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 def test_frozen_backbone_audit_with_known_noise_compares_three_detectors(tiny_synth: Path, tmp_path: Path) -> None:
