@@ -289,3 +289,24 @@ def test_index_cli_builds_a_gallery_with_a_real_bundle(tiny_synth: Path, tmp_pat
     _, ids = g.search_images(texts.mii, "mii", k=3)
     assert np.array_equal(ids, np.argsort(-(texts.mii @ images.mii.T), axis=1)[:, :3])
     assert g.load_pair_scores().caption == ["a cat"]
+
+
+def test_ivfpq_compresses_rescoring_exactly_and_loads_memory_mapped(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    n, dim = 1200, 16
+    x = _clustered(rng, n, dim, n_clusters=30)
+    flat = Gallery.from_embeddings(tmp_path, [f"{i}.png" for i in range(n)], {"mii": x, "full": x}, [], None)
+    pq = Gallery.from_embeddings(tmp_path, [f"{i}.png" for i in range(n)], {"mii": x, "full": x}, [], None,
+                                 kind="ivfpq", nlist=8, nprobe=4)
+    assert pq.index_kinds["image_mii"] == "ivfpq" and pq.indexes["image_mii"].pq.M == 4  # one byte per 4 dims
+    q = _unit(x[rng.choice(n, 100, replace=False)] + 0.1 * rng.standard_normal((100, dim)))
+    scores, ids = pq.search_images(q, "mii", k=10)
+    _, truth = flat.search_images(q, "mii", k=10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, truth, strict=True)]) >= 0.8
+    # Scores are exact inner products (re-scored from the embeddings), in descending order.
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", q, x[ids]), atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    out = pq.save(tmp_path / "g")
+    loaded = Gallery.load(out)
+    assert np.array_equal(loaded.search_images(q, "mii", 10)[1], ids)
+    assert loaded.indexes["image_mii"].code_size == dim // 4 == 4  # bytes per vector, 64 as float32

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from disncl.config import ConfigError, RunConfig, load_config
 from disncl.io import atomic_write_json
+from disncl.serve.gallery import INDEX_KINDS
 
 STAGES = ("validate", "train", "export", "index", "report")
 STATE_FILE = "audit.json"
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-rate", type=float, default=0.0,
                    help="inject this much synthetic noise (a demo with known truth; default 0: audit the data as is)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--index", default="flat", choices=("flat", "ivf", "hnsw"), help="gallery index (default flat)")
+    p.add_argument("--index", default="flat", choices=INDEX_KINDS, help="gallery index (default flat)")
     p.add_argument("--serve", action="store_true", help="open the app on the result when done")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--no-progress", action="store_true")

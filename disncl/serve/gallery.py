@@ -40,7 +40,9 @@ META_FILE = "gallery.json"
 PAIR_SCORES_FILE = "pair_scores.csv"
 SPACES = ("mii", "full")
 MODALITIES = ("image", "caption")
-INDEX_KINDS = ("flat", "ivf", "hnsw")
+INDEX_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+# IVF-PQ keeps this many candidates per wanted hit, re-scored exactly from the (memory-mapped) embeddings.
+PQ_RERANK = 4
 # FAISS's k-means warns below 39 training points per centroid: fewer gives poorly placed lists.
 MIN_POINTS_PER_LIST = 39
 HNSW_NEIGHBOURS = 32
@@ -210,8 +212,11 @@ class Gallery:
         ``image_emb`` / ``caption_emb`` map each space ("mii", "full") to a (count, dim) array; either may
         be None when it has no items (its width is taken from the other). ``kind`` is "flat" (exact),
         "ivf" (``nlist`` lists, default about 4·sqrt(n), ``nprobe`` searched, default nlist/16, at most nlist) or
-        "hnsw" (``ef_search`` candidates per search). An ivf or hnsw index over fewer than 39·nlist
-        vectors (the default nlist for hnsw) is built flat instead, with a line in :attr:`notes` saying so.
+        "hnsw" (``ef_search`` candidates per search) or "ivfpq" (ivf's lists holding product-quantised
+        codes, one byte per 4 dimensions: a 64-dim float32 row in 16 bytes instead of 256, for galleries
+        beyond RAM; its candidates are re-scored exactly from the embeddings, see :meth:`_search`). An
+        ivf, ivfpq or hnsw index over fewer than 39·nlist vectors (the default nlist for hnsw) is built flat
+        instead, with a line in :attr:`notes` saying so. IVF indexes load memory-mapped (:meth:`load`).
         """
         if kind not in INDEX_KINDS:
             raise ValueError(f"unknown index kind {kind!r}; use one of {', '.join(INDEX_KINDS)}")
@@ -336,7 +341,8 @@ class Gallery:
                 key = _key(modality, space)
                 shape = (counts[modality], meta["dims"][space])
                 embeddings[key] = _read_embeddings(found / f"{key}.npy", shape, mmap)
-                indexes[key] = _read_index(found / f"{key}.faiss", shape)
+                indexes[key] = _read_index(found / f"{key}.faiss", shape,
+                                           mmap=meta["index_kinds"].get(key) in ("ivf", "ivfpq"))
         maps = {}
         if meta.get("maps"):
             n_items = counts["image"] + counts["caption"]
@@ -388,7 +394,12 @@ class Gallery:
         k = min(int(k), len(self.embeddings[key]))
         if k == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-        scores, ids = self.indexes[key].search(np.ascontiguousarray(q, dtype=np.float32), k)
+        q32 = np.ascontiguousarray(q, dtype=np.float32)
+        if self.index_kinds[key] == "ivfpq":
+            # Product-quantised scores are approximate: keep more candidates, re-score them exactly.
+            _, candidates = self.indexes[key].search(q32, min(PQ_RERANK * k, len(self.embeddings[key])))
+            return _rerank(self.embeddings[key], q32, candidates, k)
+        scores, ids = self.indexes[key].search(q32, k)
         scores[ids < 0] = -np.inf
         return scores, ids
 
@@ -505,7 +516,7 @@ def _build_index(
     """An inner-product index of ``kind`` over ``x``, the kind actually built, and a note on any fallback."""
     n, dim = x.shape
     # HNSW needs no training, but below the IVF size an exact scan is about as fast and never misses.
-    lists = nlist if kind == "ivf" and nlist is not None else default_nlist(n)
+    lists = nlist if kind in ("ivf", "ivfpq") and nlist is not None else default_nlist(n)
     note = None
     if kind != "flat" and n < MIN_POINTS_PER_LIST * lists:
         # An empty modality (a gallery without captions, say) needs no note: there is nothing to search.
@@ -522,6 +533,14 @@ def _build_index(
         index = faiss.index_factory(dim, f"IVF{lists},Flat", faiss.METRIC_INNER_PRODUCT)
         index.train(x)
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", probes)
+    elif kind == "ivfpq":
+        probes = math.ceil(lists / 16) if nprobe is None else min(nprobe, lists)
+        index = faiss.index_factory(dim, f"IVF{lists},PQ{_pq_codes(dim)}", faiss.METRIC_INNER_PRODUCT)
+        # index_factory turns on polysemous training (codes ordered for Hamming pre-filtering), which
+        # searches here never use and which makes training ten times slower.
+        index.do_polysemous_training = False
+        index.train(x)
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", probes)
     else:
         index = faiss.index_factory(dim, f"HNSW{HNSW_NEIGHBOURS}", faiss.METRIC_INNER_PRODUCT)
         faiss.ParameterSpace().set_index_parameter(index, "efSearch", ef_search)
@@ -530,6 +549,24 @@ def _build_index(
     for s in tqdm(starts, desc=f"indexing {label}", unit="chunk", disable=not progress or kind == "flat"):
         index.add(x[s : s + _ADD_CHUNK])
     return index, kind, note
+
+
+def _pq_codes(dim: int) -> int:
+    """Sub-quantisers of an IVF-PQ index: one 8-bit code per 4 dimensions (the largest divisor of ``dim``
+    not above ``dim / 4``, so the code splits the vector evenly)."""
+    return max(m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0)
+
+
+def _rerank(x: np.ndarray, q: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each query's candidates by exact inner product with their rows of ``x``."""
+    scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+    ids = np.full((len(q), k), -1, dtype=np.int64)
+    for row, (query, cand) in enumerate(zip(q, candidates, strict=True)):
+        cand = cand[cand >= 0]
+        exact = np.asarray(x[np.sort(cand)]) @ query
+        order = np.argsort(-exact, kind="stable")[:k]
+        scores[row, : len(order)], ids[row, : len(order)] = exact[order], np.sort(cand)[order]
+    return scores, ids
 
 
 def _check_replaceable(directory: Path, root: Path) -> None:
@@ -590,11 +627,12 @@ def _read_embeddings(path: Path, shape: tuple[int, int], mmap: bool) -> np.ndarr
     return x
 
 
-def _read_index(path: Path, shape: tuple[int, int]) -> faiss.Index:
+def _read_index(path: Path, shape: tuple[int, int], mmap: bool = False) -> faiss.Index:
+    """Read and check an index; ``mmap`` leaves an IVF index's inverted lists on disk, paged in on demand."""
     if not path.is_file():
         raise GalleryError(f"gallery file missing: {path}; rebuild the gallery")
     try:
-        index = faiss.read_index(str(path))
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if mmap else 0)
     except RuntimeError as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else "read error"
         raise GalleryError(f"{path}: corrupt or unreadable FAISS index ({reason}); rebuild the gallery") from err

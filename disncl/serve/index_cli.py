@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, help="folder of images (.png/.jpg/.jpeg/.webp, searched recursively)")
     p.add_argument("--captions", type=Path, help="captions table (.csv/.tsv/.jsonl with image,caption columns)")
     p.add_argument("--pair-scores", type=Path, help="a run's pair_scores.csv, copied in for the noisy-pair explorer")
-    p.add_argument("--index", default="flat", choices=INDEX_KINDS, help="flat (exact, default), ivf or hnsw")
+    p.add_argument("--index", default="flat", choices=INDEX_KINDS,
+                   help="flat (exact, default), ivf, hnsw or ivfpq (compressed codes, for galleries beyond RAM)")
     p.add_argument("--nlist", type=int, help="IVF lists (default about 4*sqrt(N))")
     p.add_argument("--nprobe", type=int, help="IVF lists searched per query (default nlist/16)")
     p.add_argument("--batch-size", type=int, default=64, help="images encoded per batch (default 64)")
