@@ -45,7 +45,7 @@ def user_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_audit_of_a_folder_without_ground_truth_serves_and_resumes(user_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "audit"
     assert main(["audit", "--data", str(user_folder), "--out", str(out), "--no-progress", *TINY]) == 0
-    for path in ("bundle/manifest.json", "gallery/gallery.json", "gallery/pair_scores.csv", "audit_report.md",
+    for path in ("bundle/manifest.json", "gallery/gallery.json", "gallery/pair_scores.parquet", "audit_report.md",
                  "clean_prob.png", "run/best/model.json"):
         assert (out / path).is_file(), path
     pairs = load_captions_file(user_folder / "my_pairs.csv")

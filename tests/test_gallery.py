@@ -197,8 +197,8 @@ def test_attached_pair_scores_travel_with_the_gallery(gallery: Gallery, tmp_path
     # Saving a loaded gallery again carries the attached file along.
     second = Gallery.load(first.save(tmp_path / "g2"))
     scores = second.load_pair_scores()
-    assert isinstance(scores, PairScores) and scores.caption == ["a cat"]
-    assert second.pair_scores_path == tmp_path / "g2" / "pair_scores.csv"
+    assert isinstance(scores, PairScores) and list(scores.caption) == ["a cat"]
+    assert second.pair_scores_path == tmp_path / "g2" / "pair_scores.parquet"  # stored as Parquet
     assert gallery.load_pair_scores() is None
 
 
@@ -288,7 +288,7 @@ def test_index_cli_builds_a_gallery_with_a_real_bundle(tiny_synth: Path, tmp_pat
     assert np.allclose(g.embedding("caption", "full"), texts.full, atol=1e-5)
     _, ids = g.search_images(texts.mii, "mii", k=3)
     assert np.array_equal(ids, np.argsort(-(texts.mii @ images.mii.T), axis=1)[:, :3])
-    assert g.load_pair_scores().caption == ["a cat"]
+    assert list(g.load_pair_scores().caption) == ["a cat"]
 
 
 def test_ivfpq_compresses_rescoring_exactly_and_loads_memory_mapped(tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def test_csv_export_reads_back(scores: PairScores, tmp_path: Path) -> None:
     assert back.pair.tolist() == [1, 4, 5, 7]
     for name in ("image_index", "clean_prob", "loss", "mii_sim", "image_rank", "best_caption_for_image", "is_clean"):
         assert np.array_equal(getattr(back, name), getattr(scores, name)[flagged]), name
-    assert back.caption == [scores.caption[r] for r in (1, 4, 5, 7)]
+    assert list(back.caption) == [scores.caption[r] for r in (1, 4, 5, 7)]
 
 
 def test_noise_index_export_keeps_the_per_caption_convention(scores: PairScores, tmp_path: Path) -> None:
@@ -140,3 +140,24 @@ def test_malformed_files_say_where(tmp_path: Path) -> None:
         PairScores.read(bad)
     with pytest.raises(FileNotFoundError, match="pair_scores.csv"):
         PairScores.read(tmp_path / "nope.csv")
+
+
+def test_parquet_holds_the_same_table_and_searches_captions(tmp_path: Path) -> None:
+    from disncl.serve.pair_scores import TextColumn
+
+    scores = PairScores.read(_write(tmp_path / "pair_scores.csv"))
+    back = PairScores.read(scores.to_parquet(tmp_path / "pair_scores.parquet"))
+    for name in ("pair", "caption_index", "image_index", "clean_prob", "loss", "mii_sim", "full_sim", "image_rank",
+                 "best_image", "best_caption_for_image", "is_clean", "truth_known"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(scores, name), err_msg=name)
+    assert list(back.caption) == list(scores.caption) and list(back.image) == list(scores.image)
+    assert isinstance(back.caption, TextColumn) and back.caption[1] == scores.caption[1]
+    np.testing.assert_array_equal(back.caption_contains("CAPTION 3,"), np.arange(8) == 3)
+    assert back.caption_contains("with a comma").all() and not back.caption_contains("zebra").any()
+    # A re-exported CSV of the Parquet table reads back equal too.
+    again = PairScores.read(back.to_csv(tmp_path / "again.csv", np.ones(len(back), bool)))
+    np.testing.assert_array_equal(again.clean_prob, scores.clean_prob)
+    # Unknown truth survives as nulls.
+    unknown = PairScores.read(PairScores.read(_write(tmp_path / "u.csv", with_truth=False)).to_parquet(
+        tmp_path / "u.parquet"))
+    assert not unknown.truth_known.any()

@@ -97,7 +97,7 @@ def explorer_rows(
     keep = np.ones(len(scores), dtype=bool) if show == "all" else flag if show == "flagged" else ~flag
     needle = check_text_length((contains or "").strip(), "filter text").lower()
     if needle:
-        keep &= np.array([needle in c.lower() for c in scores.caption], dtype=bool)
+        keep &= scores.caption_contains(needle)
     key = EXPLORER_SORTS[sort_by]
     values = scores.full_sim - scores.mii_sim if key == "exclusive" else getattr(scores, key)
     rows = np.flatnonzero(keep)

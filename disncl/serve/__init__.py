@@ -10,6 +10,6 @@ from .providers import choose_providers
 
 # Import names of the third-party packages disncl.serve uses (scikit-learn: the detection metrics that
 # pair scores report, through disncl.eval.detection).
-REQUIRES = ("faiss", "numpy", "onnxruntime", "PIL", "sklearn", "tokenizers", "tqdm")
+REQUIRES = ("faiss", "numpy", "onnxruntime", "PIL", "pyarrow", "sklearn", "tokenizers", "tqdm")
 
 __all__ = ["REQUIRES", "Bundle", "BundleError", "Encodings", "choose_providers"]

@@ -12,7 +12,7 @@ On disk (one folder, written atomically)::
     {modality}_{space}.npy float32 embeddings
     {modality}_{space}.faiss the FAISS index
     map_{space}.npy        2-D map coordinates of the images then the captions (:mod:`.projection`)
-    pair_scores.csv        optional: a training run's per-pair scores, for the noisy-pair explorer
+    pair_scores.parquet    optional: a training run's per-pair scores, for the noisy-pair explorer
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import math
 import os
 import posixpath
-import shutil
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,7 +36,8 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 META_FILE = "gallery.json"
-PAIR_SCORES_FILE = "pair_scores.csv"
+# Galleries store the pair table as Parquet (read memory-mapped); older ones hold pair_scores.csv.
+PAIR_SCORES_FILE = "pair_scores.parquet"
 SPACES = ("mii", "full")
 MODALITIES = ("image", "caption")
 INDEX_KINDS = ("flat", "ivf", "hnsw", "ivfpq")
@@ -295,15 +295,19 @@ class Gallery:
     def save(self, directory: str | os.PathLike[str], pair_scores: str | os.PathLike[str] | None = None) -> Path:
         """Write the gallery to ``directory`` atomically, replacing an earlier gallery there.
 
-        ``pair_scores`` (a run's ``pair_scores.csv``) is copied in beside it; without it, a pair-scores
-        file already attached to this gallery is carried over. Refuses to replace a non-empty folder
-        that is not a gallery, or one that holds the image root.
+        ``pair_scores`` (a run's ``pair_scores.csv``, or a ``.parquet``) is stored beside it as Parquet;
+        without it, a pair-scores file already attached to this gallery is carried over. Refuses to
+        replace a non-empty folder that is not a gallery, or one that holds the image root.
         """
         directory = Path(directory)
         source = Path(pair_scores) if pair_scores is not None else self.pair_scores_path
         if source is not None and not source.is_file():
             raise FileNotFoundError(f"pair-scores file not found: {source}")
         _check_replaceable(directory, self.root)
+        from disncl.serve.pair_scores import PairScores
+
+        # Read (and so checked) before anything is written; stored as Parquet whatever it came as.
+        scores = PairScores.read(source) if source is not None else None
         meta = self._metadata(directory, source is not None)
 
         def fill(tmp: Path) -> None:
@@ -313,7 +317,7 @@ class Gallery:
             for space in SPACES:
                 np.save(tmp / f"map_{space}.npy", self.map_coordinates(space), allow_pickle=False)
             if source is not None:
-                shutil.copyfile(source, tmp / PAIR_SCORES_FILE)
+                scores.to_parquet(tmp / PAIR_SCORES_FILE)
             # Written last: a folder holding gallery.json is complete.
             atomic_write_json(tmp / META_FILE, meta)
 

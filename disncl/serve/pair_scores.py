@@ -6,6 +6,12 @@ image path, the caption text and the ground truth ``is_clean`` (empty when unkno
 it as plain numpy columns (no pandas) and answers what the explorer asks: which pairs are flagged as
 noisy at a threshold, how good that flag is where the truth is known, why one pair looks noisy, and
 exports of the flagged pairs.
+
+Two formats hold the same table. The CSV is what training writes and what exports give back; a
+gallery stores it as Parquet (:meth:`PairScores.to_parquet`), read memory-mapped through pyarrow: the
+numeric columns become numpy arrays and the text columns stay Arrow string arrays
+(:class:`TextColumn`), so 10 million captions cost their bytes, not 10 million Python strings, and a
+caption search runs in Arrow's compute kernels.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from disncl.data.noise import NoiseIndex
 from disncl.eval.detection import detection_metrics
@@ -30,12 +39,40 @@ NUMERIC_COLUMNS = (*INT_COLUMNS, *FLOAT_COLUMNS)
 # keep the order so they read back like the original.
 COLUMNS = (*INT_COLUMNS[:3], *FLOAT_COLUMNS, *INT_COLUMNS[3:], *TEXT_COLUMNS, "is_clean")
 
+PARQUET_SUFFIX = ".parquet"
 _TRUE = {"1", "true", "True"}
 _FALSE = {"0", "false", "False"}
 
 
 class PairScoresError(ValueError):
     """A pair-scores file is malformed; the message names the file and, where it can, the line."""
+
+
+class TextColumn:
+    """A column of strings held as one Arrow array: indexing gives a ``str``, :meth:`contains` searches it."""
+
+    def __init__(self, values: pa.Array | pa.ChunkedArray | list[str]) -> None:
+        array = pa.array(values, type=pa.large_string()) if isinstance(values, list) else values
+        self._array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __getitem__(self, i: int) -> str:
+        return self._array[int(i)].as_py()
+
+    def __iter__(self):
+        for chunk in range(0, len(self._array), 65_536):
+            yield from self._array.slice(chunk, 65_536).to_pylist()
+
+    def contains(self, needle: str) -> np.ndarray:
+        """Rows whose text contains ``needle``, ignoring case, as a bool array."""
+        found = pc.match_substring(self._array, needle, ignore_case=True)
+        return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+    @property
+    def arrow(self) -> pa.Array:
+        return self._array
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,8 +92,8 @@ class PairScores:
     image_rank: np.ndarray
     best_image: np.ndarray
     best_caption_for_image: np.ndarray
-    image: list[str]
-    caption: list[str]
+    image: TextColumn
+    caption: TextColumn
     is_clean: np.ndarray
     truth_known: np.ndarray
 
@@ -65,10 +102,13 @@ class PairScores:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> PairScores:
-        """Parse a ``pair_scores.csv``; extra columns are ignored, missing ones are an error."""
+        """Parse a ``pair_scores.csv`` (or a ``.parquet`` from :meth:`to_parquet`); extra columns are
+        ignored, missing ones are an error."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"pair-scores file not found: {path} (training writes RUN/pair_scores.csv)")
+        if path.suffix == PARQUET_SUFFIX:
+            return cls._read_parquet(path)
         try:
             # utf-8-sig: a file re-saved from a spreadsheet starts with a byte-order mark.
             with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -79,15 +119,39 @@ class PairScores:
             raise PairScoresError(f"{path}: malformed CSV: {err}") from err
         columns: dict[str, Any] = {name: _parse_numbers(path, lines, name, raw[name], int) for name in INT_COLUMNS}
         columns.update({name: _parse_numbers(path, lines, name, raw[name], float) for name in FLOAT_COLUMNS})
-        columns.update({name: raw[name] for name in TEXT_COLUMNS})
+        columns.update({name: TextColumn(raw[name]) for name in TEXT_COLUMNS})
         columns["is_clean"], columns["truth_known"] = _parse_truth(path, lines, raw["is_clean"])
+        return cls._checked(path, columns, lines)
+
+    @classmethod
+    def _read_parquet(cls, path: Path) -> PairScores:
+        try:
+            table = pq.read_table(path, columns=list(COLUMNS), memory_map=True)
+        except (pa.ArrowInvalid, OSError, KeyError) as err:
+            raise PairScoresError(f"{path}: not a pair-scores Parquet file ({err}); rebuild the gallery") from err
+        columns: dict[str, Any] = {}
+        for name in NUMERIC_COLUMNS:
+            values = table[name]
+            if values.null_count:
+                raise PairScoresError(f"{path}: column {name!r} has empty values; rebuild the gallery")
+            columns[name] = values.to_numpy().astype(np.int64 if name in INT_COLUMNS else np.float64, copy=False)
+            if name in FLOAT_COLUMNS and not np.isfinite(columns[name]).all():
+                raise PairScoresError(f"{path}: column {name!r} holds NaN or infinite values; rebuild the gallery")
+        columns.update({name: TextColumn(table[name]) for name in TEXT_COLUMNS})
+        truth = table["is_clean"]
+        columns["truth_known"] = ~np.asarray(truth.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        columns["is_clean"] = np.asarray(truth.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        return cls._checked(path, columns, [f"row {r}" for r in range(len(table))])
+
+    @classmethod
+    def _checked(cls, path: Path, columns: dict[str, Any], where: list[int] | list[str]) -> PairScores:
+        """The table, once every clean probability is in [0, 1]; ``where`` names each row in messages."""
         prob = columns["clean_prob"]
         outside = np.flatnonzero((prob < 0.0) | (prob > 1.0))
         if len(outside):
             r = int(outside[0])
-            raise PairScoresError(
-                f"{path}, line {lines[r]}: clean_prob {prob[r]} is outside [0, 1]; is this a pair-scores file?"
-            )
+            at = where[r] if isinstance(where[r], str) else f"line {where[r]}"
+            raise PairScoresError(f"{path}, {at}: clean_prob {prob[r]} is outside [0, 1]; is this a pair-scores file?")
         return cls(**columns)
 
     def flagged(self, threshold: float = 0.5) -> np.ndarray:
@@ -167,6 +231,18 @@ class PairScores:
                 "text": _lookup(self.caption_index, self.caption, best_caption),
             },
         }
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> Path:
+        """Write the whole table as Parquet (atomically): :meth:`read` gives it back column for column."""
+        arrays = {name: pa.array(getattr(self, name)) for name in NUMERIC_COLUMNS}
+        arrays.update({name: getattr(self, name).arrow for name in TEXT_COLUMNS})
+        arrays["is_clean"] = pa.array(self.is_clean, mask=~self.truth_known)
+        table = pa.table({name: arrays[name] for name in COLUMNS})
+        return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+    def caption_contains(self, needle: str) -> np.ndarray:
+        """Rows whose caption contains ``needle``, ignoring case."""
+        return self.caption.contains(needle)
 
     def to_csv(self, path: str | os.PathLike[str], mask: np.ndarray) -> Path:
         """Write the rows selected by ``mask`` (e.g. ``flagged(t)``) in the training format, atomically.
@@ -282,7 +358,7 @@ def _parse_truth(path: Path, lines: list[int], values: list[str]) -> tuple[np.nd
     return truth, known
 
 
-def _lookup(keys: np.ndarray, texts: list[str], key: int) -> str | None:
+def _lookup(keys: np.ndarray, texts: TextColumn, key: int) -> str | None:
     """The text of the first row whose ``keys`` entry equals ``key``, or None if no row has it."""
     hits = np.flatnonzero(keys == key)
     return texts[int(hits[0])] if len(hits) else None
