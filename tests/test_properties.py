@@ -213,3 +213,17 @@ def test_any_array_is_a_valid_noise_index_or_a_noise_index_error(
         assert sorted(noise.index.tolist()) == list(range(n_images))
     else:
         assert len(noise.index) == n_captions
+
+
+@settings(deadline=None)  # the first example imports the app's presenter
+@given(
+    values=st.lists(st.integers(0, 5), min_size=1, max_size=60),
+    limit=st.integers(1, 70),
+)
+def test_first_in_order_is_the_head_of_the_full_sort(values: list[int], limit: int) -> None:
+    """The explorer's partial sort gives exactly what sorting everything and cutting would (ties included)."""
+    from disncl.app.explorer import first_in_order
+
+    v = np.asarray(values, dtype=np.float64)
+    pair = np.random.default_rng(len(values)).permutation(len(v))
+    np.testing.assert_array_equal(first_in_order(v, pair, limit), np.lexsort((pair, v))[:limit])

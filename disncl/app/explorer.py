@@ -101,9 +101,9 @@ def explorer_rows(
     key = EXPLORER_SORTS[sort_by]
     values = scores.full_sim - scores.mii_sim if key == "exclusive" else getattr(scores, key)
     rows = np.flatnonzero(keep)
-    # Stable sort with the pair id as the tie-break, so equal scores keep a reproducible order.
-    order = np.lexsort((scores.pair[rows], -values[rows] if descending else values[rows]))
-    rows = rows[order][: check_row_limit(limit)]
+    # Sorted with the pair id as the tie-break, so equal scores keep a reproducible order.
+    order = first_in_order(-values[rows] if descending else values[rows], scores.pair[rows], check_row_limit(limit))
+    rows = rows[order]
     truth = _truth(scores, rows)
     return [
         [
@@ -120,6 +120,20 @@ def explorer_rows(
         ]
         for r, t in zip(rows, truth, strict=True)
     ]
+
+
+def first_in_order(values: np.ndarray, tie_break: np.ndarray, limit: int) -> np.ndarray:
+    """``np.lexsort((tie_break, values))[:limit]`` without sorting everything: the ``limit`` smallest
+    values are found by partition (linear time), so a page of 100 from 10 million rows sorts only what
+    it shows (and the rows tied with the last one shown)."""
+    if limit >= len(values):
+        return np.lexsort((tie_break, values))
+    kth = np.partition(values, limit - 1)[limit - 1]
+    below = np.flatnonzero(values < kth)
+    tied = np.flatnonzero(values == kth)
+    tied = tied[np.argsort(tie_break[tied], kind="stable")][: limit - len(below)]
+    pick = np.concatenate([below, tied])
+    return pick[np.lexsort((tie_break[pick], values[pick]))]
 
 
 def check_row_limit(limit: float) -> int:
