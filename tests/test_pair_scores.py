@@ -161,3 +161,13 @@ def test_parquet_holds_the_same_table_and_searches_captions(tmp_path: Path) -> N
     unknown = PairScores.read(PairScores.read(_write(tmp_path / "u.csv", with_truth=False)).to_parquet(
         tmp_path / "u.parquet"))
     assert not unknown.truth_known.any()
+
+
+def test_the_fast_csv_reader_gives_what_the_line_parser_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "pair_scores.csv")
+    fast = PairScores.read(path)
+    monkeypatch.setattr(PairScores, "_read_csv_fast", classmethod(lambda cls, p: None))
+    slow = PairScores.read(path)
+    for name in ("pair", "image_index", "clean_prob", "loss", "full_sim", "best_image", "is_clean", "truth_known"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    assert list(fast.caption) == list(slow.caption) and list(fast.image) == list(slow.image)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from disncl.data.noise import NoiseIndex
@@ -109,6 +110,10 @@ class PairScores:
             raise FileNotFoundError(f"pair-scores file not found: {path} (training writes RUN/pair_scores.csv)")
         if path.suffix == PARQUET_SUFFIX:
             return cls._read_parquet(path)
+        fast = cls._read_csv_fast(path)
+        if fast is not None:
+            return fast
+        # The line-by-line parser below is slower, but names the line and column of any problem.
         try:
             # utf-8-sig: a file re-saved from a spreadsheet starts with a byte-order mark.
             with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -124,20 +129,37 @@ class PairScores:
         return cls._checked(path, columns, lines)
 
     @classmethod
+    def _read_csv_fast(cls, path: Path) -> PairScores | None:
+        """pyarrow's (multi-threaded) CSV reader for a well-formed table, as training writes it; None for
+        anything it cannot take as it is, which the line-by-line parser then diagnoses."""
+        types = {name: pa.int64() for name in INT_COLUMNS} | {name: pa.float64() for name in FLOAT_COLUMNS}
+        types |= {name: pa.large_string() for name in (*TEXT_COLUMNS, "is_clean")}
+        options = pacsv.ConvertOptions(column_types=types, include_columns=list(COLUMNS), strings_can_be_null=False,
+                                       quoted_strings_can_be_null=False)
+        try:
+            table = pacsv.read_csv(path, convert_options=options)
+        except (pa.ArrowException, OSError):
+            return None
+        truth = pc.utf8_trim_whitespace(table["is_clean"])
+        known = pc.is_in(truth, value_set=pa.array(sorted(_TRUE | _FALSE), pa.large_string()))
+        if not pc.all(pc.or_(known, pc.equal(truth, ""))).as_py():
+            return None
+        clean = pc.is_in(truth, value_set=pa.array(sorted(_TRUE), pa.large_string()))
+        try:
+            columns = _arrow_columns(path, table)
+        except PairScoresError:
+            return None
+        columns["truth_known"] = np.asarray(known.to_numpy(zero_copy_only=False), dtype=bool)
+        columns["is_clean"] = np.asarray(clean.to_numpy(zero_copy_only=False), dtype=bool)
+        return cls._checked(path, columns, [f"line {r + 2}" for r in range(len(table))])
+
+    @classmethod
     def _read_parquet(cls, path: Path) -> PairScores:
         try:
             table = pq.read_table(path, columns=list(COLUMNS), memory_map=True)
         except (pa.ArrowInvalid, OSError, KeyError) as err:
             raise PairScoresError(f"{path}: not a pair-scores Parquet file ({err}); rebuild the gallery") from err
-        columns: dict[str, Any] = {}
-        for name in NUMERIC_COLUMNS:
-            values = table[name]
-            if values.null_count:
-                raise PairScoresError(f"{path}: column {name!r} has empty values; rebuild the gallery")
-            columns[name] = values.to_numpy().astype(np.int64 if name in INT_COLUMNS else np.float64, copy=False)
-            if name in FLOAT_COLUMNS and not np.isfinite(columns[name]).all():
-                raise PairScoresError(f"{path}: column {name!r} holds NaN or infinite values; rebuild the gallery")
-        columns.update({name: TextColumn(table[name]) for name in TEXT_COLUMNS})
+        columns = _arrow_columns(path, table)
         truth = table["is_clean"]
         columns["truth_known"] = ~np.asarray(truth.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         columns["is_clean"] = np.asarray(truth.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
@@ -303,6 +325,20 @@ class PairScores:
         truth = int(self.is_clean[r]) if self.truth_known[r] else ""
         values = {**ints, **floats, "image": self.image[r], "caption": self.caption[r], "is_clean": truth}
         return [values[name] for name in COLUMNS]
+
+
+def _arrow_columns(path: Path, table: pa.Table) -> dict[str, Any]:
+    """The numeric columns of an Arrow table as numpy (int64, finite float64) and its text as TextColumns."""
+    columns: dict[str, Any] = {}
+    for name in NUMERIC_COLUMNS:
+        values = table[name]
+        if values.null_count:
+            raise PairScoresError(f"{path}: column {name!r} has empty values")
+        columns[name] = values.to_numpy().astype(np.int64 if name in INT_COLUMNS else np.float64, copy=False)
+        if name in FLOAT_COLUMNS and not np.isfinite(columns[name]).all():
+            raise PairScoresError(f"{path}: column {name!r} holds NaN or infinite values")
+    columns.update({name: TextColumn(table[name]) for name in TEXT_COLUMNS})
+    return columns
 
 
 def _read_columns(path: Path, reader: Any) -> tuple[dict[str, list[str]], list[int]]:
