@@ -15,7 +15,7 @@ def _ratio(num: int, den: int) -> float:
 
 
 def detection_metrics(
-    clean_prob: np.ndarray, is_clean: np.ndarray, threshold: float = 0.5
+    clean_prob: np.ndarray, is_clean: np.ndarray, threshold: float = 0.5, auroc: float | None = None
 ) -> dict[str, float]:
     """Noise-detection metrics of the clean probabilities (Eq. 12 in docs/method.md).
 
@@ -40,7 +40,8 @@ def detection_metrics(
     tn = int(np.sum(~flag & clean))
     defined = bool(noisy.any() and clean.any())
     return {
-        "auroc": float(roc_auc_score(noisy, 1.0 - w)) if defined else float("nan"),
+        # The AUROC does not depend on the threshold: a caller asking at many thresholds passes it in.
+        "auroc": (float(roc_auc_score(noisy, 1.0 - w)) if auroc is None else auroc) if defined else float("nan"),
         "auroc_defined": 1.0 if defined else 0.0,
         "noisy_precision": _ratio(tp, tp + fp),
         "noisy_recall": _ratio(tp, tp + fn),

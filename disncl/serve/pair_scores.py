@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -200,11 +201,17 @@ class PairScores:
         known = self.truth_known
         if known.any():
             out["n_noisy"] = int((~self.is_clean[known]).sum())
-            metrics = detection_metrics(self.clean_prob[known], self.is_clean[known], threshold)
+            metrics = detection_metrics(self.clean_prob[known], self.is_clean[known], threshold, self._auroc)
             # The flagged fraction above covers every row, not just the ones with known truth.
             metrics.pop("flagged_fraction")
             out.update(metrics)
         return out
+
+    @cached_property
+    def _auroc(self) -> float:
+        """The clean probability's AUROC on the rows with known truth, computed once (it sorts every row)."""
+        known = self.truth_known
+        return detection_metrics(self.clean_prob[known], self.is_clean[known])["auroc"]
 
     def histogram(self, bins: int = 20, threshold: float = 0.5) -> dict[str, np.ndarray]:
         """Histogram of ``clean_prob`` over [0, 1], split into flagged and kept rows.
@@ -269,17 +276,17 @@ class PairScores:
     def to_csv(self, path: str | os.PathLike[str], mask: np.ndarray) -> Path:
         """Write the rows selected by ``mask`` (e.g. ``flagged(t)``) in the training format, atomically.
 
-        The result reads back with :meth:`read`.
+        The result reads back with :meth:`read`; written by pyarrow's CSV writer (floats as the shortest
+        text that parses back to the same value, text quoted where it needs to be).
         """
         rows = np.flatnonzero(self._check_mask(mask))
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(COLUMNS)
-                writer.writerows(self._row(int(r)) for r in rows)
-
-        return atomic_write(path, write)
+        take = pa.array(rows)
+        columns = {name: pa.array(getattr(self, name)[rows]) for name in NUMERIC_COLUMNS}
+        columns.update({name: getattr(self, name).arrow.take(take) for name in TEXT_COLUMNS})
+        truth = np.where(self.truth_known[rows], np.where(self.is_clean[rows], "1", "0"), "")
+        columns["is_clean"] = pa.array(truth, pa.large_string())
+        table = pa.table({name: columns[name] for name in COLUMNS})
+        return atomic_write(path, lambda tmp: pacsv.write_csv(table, tmp))
 
     def to_noise_index(self, path: str | os.PathLike[str], mask: np.ndarray) -> tuple[Path, Path]:
         """Export the pairing as a per-caption noise index plus a flag per caption, atomically.
@@ -318,13 +325,6 @@ class PairScores:
             )
         return mask
 
-    def _row(self, r: int) -> list[str | int]:
-        ints = {name: int(getattr(self, name)[r]) for name in INT_COLUMNS}
-        # repr of a Python float is the shortest text that parses back to the same value.
-        floats = {name: repr(float(getattr(self, name)[r])) for name in FLOAT_COLUMNS}
-        truth = int(self.is_clean[r]) if self.truth_known[r] else ""
-        values = {**ints, **floats, "image": self.image[r], "caption": self.caption[r], "is_clean": truth}
-        return [values[name] for name in COLUMNS]
 
 
 def _arrow_columns(path: Path, table: pa.Table) -> dict[str, Any]:
