@@ -32,8 +32,13 @@ STATE_FILE = "audit.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m disncl audit", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m disncl audit",
+        description="Audit a folder of image-caption pairs in one command: validate, train DisNCL (frozen "
+        "pretrained towers with --backbone), export the ONNX bundle, build the gallery with every pair's "
+        "scores, write AUDIT/audit_report.md and print the command that opens the app on it. Re-running "
+        "continues where it stopped.",
+    )
     p.add_argument("--data", required=True, type=Path,
                    help="folder of images plus a captions table (CSV/TSV/JSONL), a Karpathy JSON, or tar shards")
     p.add_argument("--images", type=Path, help="folder the table's image paths are relative to (default: its folder)")
