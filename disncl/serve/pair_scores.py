@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -54,8 +55,8 @@ class TextColumn:
     """A column of strings held as one Arrow array: indexing gives a ``str``, :meth:`contains` searches it."""
 
     def __init__(self, values: pa.Array | pa.ChunkedArray | list[str]) -> None:
-        array = pa.array(values, type=pa.large_string()) if isinstance(values, list) else values
-        self._array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+        # A chunked array stays as it is (indexing finds the chunk): combining would copy every string.
+        self._array = pa.array(values, type=pa.large_string()) if isinstance(values, list) else values
 
     def __len__(self) -> int:
         return len(self._array)
@@ -73,7 +74,7 @@ class TextColumn:
         return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
     @property
-    def arrow(self) -> pa.Array:
+    def arrow(self) -> pa.Array | pa.ChunkedArray:
         return self._array
 
 
@@ -127,7 +128,7 @@ class PairScores:
         columns.update({name: _parse_numbers(path, lines, name, raw[name], float) for name in FLOAT_COLUMNS})
         columns.update({name: TextColumn(raw[name]) for name in TEXT_COLUMNS})
         columns["is_clean"], columns["truth_known"] = _parse_truth(path, lines, raw["is_clean"])
-        return cls._checked(path, columns, lines)
+        return cls._checked(path, columns, lambda r: f"line {lines[r]}")
 
     @classmethod
     def _read_csv_fast(cls, path: Path) -> PairScores | None:
@@ -152,7 +153,7 @@ class PairScores:
             return None
         columns["truth_known"] = np.asarray(known.to_numpy(zero_copy_only=False), dtype=bool)
         columns["is_clean"] = np.asarray(clean.to_numpy(zero_copy_only=False), dtype=bool)
-        return cls._checked(path, columns, [f"line {r + 2}" for r in range(len(table))])
+        return cls._checked(path, columns, lambda r: f"line {r + 2}")
 
     @classmethod
     def _read_parquet(cls, path: Path) -> PairScores:
@@ -164,17 +165,21 @@ class PairScores:
         truth = table["is_clean"]
         columns["truth_known"] = ~np.asarray(truth.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         columns["is_clean"] = np.asarray(truth.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-        return cls._checked(path, columns, [f"row {r}" for r in range(len(table))])
+        del table, truth
+        # Arrow's allocator keeps freed buffers (the decoded numeric columns, now numpy) for reuse.
+        pa.default_memory_pool().release_unused()
+        return cls._checked(path, columns, lambda r: f"row {r}")
 
     @classmethod
-    def _checked(cls, path: Path, columns: dict[str, Any], where: list[int] | list[str]) -> PairScores:
-        """The table, once every clean probability is in [0, 1]; ``where`` names each row in messages."""
+    def _checked(cls, path: Path, columns: dict[str, Any], where: Callable[[int], str]) -> PairScores:
+        """The table, once every clean probability is in [0, 1]; ``where(r)`` names row ``r`` in messages."""
         prob = columns["clean_prob"]
         outside = np.flatnonzero((prob < 0.0) | (prob > 1.0))
         if len(outside):
             r = int(outside[0])
-            at = where[r] if isinstance(where[r], str) else f"line {where[r]}"
-            raise PairScoresError(f"{path}, {at}: clean_prob {prob[r]} is outside [0, 1]; is this a pair-scores file?")
+            raise PairScoresError(
+                f"{path}, {where(r)}: clean_prob {prob[r]} is outside [0, 1]; is this a pair-scores file?"
+            )
         return cls(**columns)
 
     def flagged(self, threshold: float = 0.5) -> np.ndarray:
