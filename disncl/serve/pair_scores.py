@@ -187,7 +187,27 @@ class PairScores:
         _check_threshold(threshold)
         return self.clean_prob <= threshold
 
+    @cached_property
+    def _per_threshold(self) -> dict[tuple[str, float, int], Any]:
+        """Summaries and histograms already computed, by threshold: the explorer asks again for the same
+        threshold whenever the user changes only the sort, filter or page (each costs a pass over every row)."""
+        return {}
+
+    def _cached(self, kind: str, threshold: float, bins: int, compute: Callable[[], Any]) -> Any:
+        key = (kind, float(threshold), bins)
+        if key not in self._per_threshold:
+            if len(self._per_threshold) > 64:
+                self._per_threshold.clear()
+            self._per_threshold[key] = compute()
+        return self._per_threshold[key]
+
     def summary(self, threshold: float = 0.5) -> dict[str, float | int]:
+        """Counts and flagged fraction; where the truth is known, the quality of the noisy flag (a copy of
+        the one computed at this threshold; see :meth:`_summary`)."""
+        _check_threshold(threshold)
+        return dict(self._cached("summary", threshold, 0, lambda: self._summary(threshold)))
+
+    def _summary(self, threshold: float) -> dict[str, float | int]:
         """Counts and flagged fraction; where the truth is known, the quality of the noisy flag.
 
         The quality keys (``auroc``, ``noisy_precision``, ``noisy_recall``, … as in
@@ -219,6 +239,14 @@ class PairScores:
         return detection_metrics(self.clean_prob[known], self.is_clean[known])["auroc"]
 
     def histogram(self, bins: int = 20, threshold: float = 0.5) -> dict[str, np.ndarray]:
+        """:meth:`_histogram`, computed once per threshold and bin count."""
+        if bins < 1:
+            raise ValueError(f"bins must be at least 1, got {bins}")
+        _check_threshold(threshold)
+        cached = self._cached("histogram", threshold, bins, lambda: self._histogram(bins, threshold))
+        return {k: v.copy() for k, v in cached.items()}
+
+    def _histogram(self, bins: int, threshold: float) -> dict[str, np.ndarray]:
         """Histogram of ``clean_prob`` over [0, 1], split into flagged and kept rows.
 
         Returns ``edges`` (``bins + 1`` floats) and int64 ``flagged`` / ``kept`` counts per bin; a bin
