@@ -401,18 +401,23 @@ def test_soft_targets_can_leave_the_annotated_partner_out():
     assert kept[0, 0] > 0.5  # without Eq. 4b the distrusted pair's own partner keeps most of the mass
 
 
+def _random_split_inputs(clean_prob: torch.Tensor, seed: int, d: int = 6) -> DisNCLInputs:
+    """Random codes for ``len(clean_prob)`` pairs with unit variances, no CLUB terms, the split's ``clean_prob``."""
+    torch.manual_seed(seed)
+    b = len(clean_prob)
+    codes = {k: torch.randn(b, d) for k in ("z_v", "z_t", "mu_zv", "mu_zt", "mu_uv", "mu_ut", "u_v", "u_t")}
+    zeros = torch.zeros(b, d)
+    h = torch.nn.functional.normalize(torch.randn(b, d), dim=-1)
+    return DisNCLInputs(**codes, logvar_zv=zeros, logvar_zt=zeros, logvar_uv=zeros, logvar_ut=zeros, h_v=h, h_t=h,
+                        recon_v=h, recon_t=h, club={}, clean_prob=clean_prob)
+
+
 def test_a_hard_alpha_threshold_gives_flagged_pairs_full_target_softness():
     from dataclasses import replace
 
     from disncl.losses.config import DisNCLLossConfig
 
-    torch.manual_seed(0)
-    b, d = 4, 6
-    codes = {k: torch.randn(b, d) for k in ("z_v", "z_t", "mu_zv", "mu_zt", "mu_uv", "mu_ut", "u_v", "u_t")}
-    zeros = torch.zeros(b, d)
-    h = torch.nn.functional.normalize(torch.randn(b, d), dim=-1)
-    x = DisNCLInputs(**codes, logvar_zv=zeros, logvar_zt=zeros, logvar_uv=zeros, logvar_ut=zeros, h_v=h, h_t=h,
-                     recon_v=h, recon_t=h, club={}, clean_prob=torch.tensor([0.9, 0.6, 0.4, 0.1]))
+    x = _random_split_inputs(torch.tensor([0.9, 0.6, 0.4, 0.1]), seed=0)
     cfg = DisNCLLossConfig(mi_estimator="xcov", alpha_min=0.1, alpha_max=1.0, alpha_hard_threshold=0.0)
     _, soft = disncl_loss(x, cfg)
     _, hard = disncl_loss(x, replace(cfg, alpha_hard_threshold=0.5))
@@ -455,14 +460,9 @@ def test_flagged_pairs_can_train_on_the_complementary_loss_instead_of_a_rematch(
     from disncl.losses.infonce import similarity, soft_infonce
     from disncl.losses.srem import complementary_loss
 
-    torch.manual_seed(1)
-    b, d = 5, 6
-    codes = {k: torch.randn(b, d) for k in ("z_v", "z_t", "mu_zv", "mu_zt", "mu_uv", "mu_ut", "u_v", "u_t")}
-    zeros = torch.zeros(b, d)
-    h = torch.nn.functional.normalize(torch.randn(b, d), dim=-1)
+    b = 5
     w = torch.tensor([0.99, 0.95, 0.5, 0.2, 0.0])  # the last three are flagged at θ = 0.9
-    x = DisNCLInputs(**codes, logvar_zv=zeros, logvar_zt=zeros, logvar_uv=zeros, logvar_ut=zeros, h_v=h, h_t=h,
-                     recon_v=h, recon_t=h, club={}, clean_prob=w)
+    x = _random_split_inputs(w, seed=1)
     cfg = DisNCLLossConfig(lambda_full=0.0, flagged_loss="complementary")
     _, logs = disncl_loss(x, cfg)
     sim = similarity(x.z_v, x.z_t)
