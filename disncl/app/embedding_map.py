@@ -79,7 +79,7 @@ def embedding_map(services: Services, space: str, colour_by: str, threshold: flo
     gallery = services.gallery
     xy = np.asarray(gallery.map_coordinates(space))
     img_xy, cap_xy = xy[: gallery.n_images], xy[gallery.n_images :]
-    rows = caption_pair_rows(services)
+    rows = services.caption_pairs
     linked = rows >= 0
     step = max(1, -(-len(xy) // MAX_POINTS))  # draw every step-th point of a huge gallery
     fig = Figure(figsize=_SIZE_IN, dpi=_DPI)
@@ -123,7 +123,7 @@ def _padded(values: np.ndarray) -> tuple[float, float]:
 def nearest_pair(services: Services, space: str, x: float, y: float) -> int:
     """The training pair whose caption lies nearest map point ``(x, y)`` in ``space``."""
     _check_space(space)
-    rows = caption_pair_rows(services)
+    rows = services.caption_pairs
     linked = np.flatnonzero(rows >= 0)
     if not len(linked):
         raise AppError("no gallery caption is a training pair here, so the map has no pair to pick")

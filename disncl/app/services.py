@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,14 @@ class Services:
                 f"produces {dims}; rebuild the gallery with this bundle (python -m disncl index --bundle ...)"
             )
         return cls(bundle=bundle, gallery=gallery, pair_scores=gallery.load_pair_scores())
+
+    @cached_property
+    def caption_pairs(self) -> Any:
+        """For each gallery caption, the pair-table row that pairs it, else -1: a pass over every pair,
+        made once (:func:`disncl.app.embedding_map.caption_pair_rows`) for every map drawn or picked."""
+        from disncl.app.embedding_map import caption_pair_rows
+
+        return caption_pair_rows(self)
 
     @property
     def tau(self) -> float:
