@@ -477,3 +477,39 @@ def test_flagged_pairs_can_train_on_the_complementary_loss_instead_of_a_rematch(
     _, warmup = disncl_loss(replace(x, clean_prob=None), cfg)  # no split yet: nothing is flagged
     _, warmup_rematch = disncl_loss(replace(x, clean_prob=None), replace(cfg, flagged_loss="rematch"))
     assert float(warmup["align"]) == pytest.approx(float(warmup_rematch["align"]))
+
+
+def test_partner_on_top_needs_the_partner_first_in_both_directions():
+    from disncl.losses.disncl import partner_on_top
+
+    sim = torch.tensor([[0.9, 0.1, 0.2],   # pair 0: first in its row and its column
+                        [0.3, 0.5, 0.6],   # pair 1: caption 2 outranks it in its row
+                        [0.1, 0.8, 0.7]])  # pair 2: first in its row, image 1 outranks it in its column
+    assert partner_on_top(sim).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_outranked_mode_rematches_only_flagged_pairs_whose_partner_the_model_outranks():
+    from dataclasses import replace
+
+    from disncl.losses.config import DisNCLLossConfig
+    from disncl.losses.disncl import partner_on_top
+    from disncl.losses.infonce import similarity, soft_infonce
+
+    w = torch.tensor([0.99, 0.95, 0.5, 0.2, 0.0, 0.1])  # the last four are flagged at θ = 0.9
+    x = _random_split_inputs(w, seed=7)
+    z_t = x.z_t.clone()
+    z_t[2] = x.z_v[2]  # cos 1: flagged pair 2's partner is first in both directions
+    x = replace(x, z_t=z_t)
+    sim = similarity(x.z_v, x.z_t)
+    top = partner_on_top(sim)
+    flagged = (w <= 0.9).float()
+    assert 0 < float((flagged * top).sum()) < float(flagged.sum())  # the inputs exercise both flagged cases
+    cfg = DisNCLLossConfig(lambda_full=0.0, flagged_loss="outranked")
+    _, logs = disncl_loss(x, cfg)
+    t_i2t, t_t2i = soft_targets(sim, 0.1 + 0.9 * flagged, cfg.tau_target, True)
+    expected = soft_infonce(sim, cfg.tau, t_i2t, t_t2i, 1.0 - flagged * top)
+    assert float(logs["align"]) == pytest.approx(float(expected), rel=1e-6)
+    _, rematch = disncl_loss(x, replace(cfg, flagged_loss="rematch"))
+    assert float(rematch["align"]) == pytest.approx(float(soft_infonce(sim, cfg.tau, t_i2t, t_t2i)), rel=1e-6)
+    with pytest.raises(ValueError, match="flagged_loss"):
+        disncl_loss(x, replace(cfg, flagged_loss="drop"))

@@ -35,6 +35,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "ema_split": ("split.ema=0.5",),
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
     "cosine_split": ("split.score=cosine",),
+    "outranked": ("loss.flagged_loss=outranked",),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -52,10 +53,12 @@ ABLATION_LABELS = {
     "ema_split": "variant: clean probability averaged across epochs (Eq. 6c), weight 0.5 on the previous epoch",
     "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
     "cosine_split": "variant: the split fitted on the pair's own distance 1 − cos (Eq. 6e) instead of Eq. 6's loss",
+    "outranked": "variant: a flagged pair is re-matched only where the model outranks its partner (Eq. 5e)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
-                      "complementary", "ema_split", "adaptive_warmup", "cosine_split"})
+                      "complementary", "ema_split", "adaptive_warmup", "cosine_split",
+                      "outranked"})
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,11 @@ class DisNCLLossConfig:
     alpha_hard_threshold: float = 0.9
     # Eq. 5c: > 0 multiplies w by SREM's batch confidence test at this quantile (after warm-up only).
     confident_quantile: float = 0.0
-    # Eq. 5d: what a pair flagged by the hard split (w <= θ) trains on: "rematch" (its Eq. 4b target) or
-    # "complementary" (SREM's bounded complementary loss, Eq. 18, which never pulls it to any caption).
-    flagged_loss: Literal["rematch", "complementary"] = "rematch"
+    # Eq. 5d/5e: what a pair flagged by the hard split (w <= θ) trains on: "rematch" (its Eq. 4b target),
+    # "complementary" (SREM's bounded complementary loss, Eq. 18, which never pulls it to any caption) or
+    # "outranked" (the re-match only where the model ranks another batch item above the partner, else no
+    # loss: a clean pair flagged by mistake is not pushed away from a partner the model still prefers).
+    flagged_loss: Literal["rematch", "complementary", "outranked"] = "rematch"
     complementary_tau: float = 0.05
     complementary_bias: float = 0.5
     weight_by_clean_prob: bool = False

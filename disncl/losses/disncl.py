@@ -213,13 +213,32 @@ def _mi_terms(x: DisNCLInputs, cfg: DisNCLLossConfig) -> dict[str, Tensor]:
     raise ValueError(f"unknown mi_estimator {cfg.mi_estimator!r}; expected 'club' or 'xcov'")
 
 
-def _complementary_rows(w: Tensor, split_active: bool, cfg: DisNCLLossConfig) -> Tensor | None:
-    """1.0 for the pairs Eq. 5d sends to the complementary loss (flagged by the hard split), else None."""
+def partner_on_top(sim: Tensor) -> Tensor:
+    """1.0 where the annotated partner is the batch's best match in both directions (Eq. 5e), else 0.0.
+
+    top_i = 1[S_ii >= max_{j != i} S_ij] · 1[S_ii >= max_{j != i} S_ji]   (Eq. 5e in docs/method.md).
+    """
+    with torch.no_grad():
+        s = sim.detach()
+        off = s.masked_fill(torch.eye(s.shape[0], dtype=torch.bool, device=s.device), float("-inf"))
+        diag = s.diagonal()
+        return ((diag >= off.max(dim=1).values) & (diag >= off.max(dim=0).values)).to(s.dtype)
+
+
+def _flagged_rows(
+    sim: Tensor, w: Tensor, split_active: bool, cfg: DisNCLLossConfig
+) -> tuple[Tensor | None, Tensor | None]:
+    """(complementary, dropped): 1.0 for the pairs flagged by the hard split (w <= θ) that Eq. 5d sends to the
+    complementary loss, and for those Eq. 5e leaves out of the loss; None where the mode does not apply."""
+    if cfg.flagged_loss not in ("rematch", "complementary", "outranked"):
+        raise ValueError(f"unknown flagged_loss {cfg.flagged_loss!r}; expected 'rematch', 'complementary' or "
+                         "'outranked'")
     if cfg.flagged_loss == "rematch" or not split_active or cfg.alpha_hard_threshold <= 0:
-        return None
-    if cfg.flagged_loss != "complementary":
-        raise ValueError(f"unknown flagged_loss {cfg.flagged_loss!r}; expected 'rematch' or 'complementary'")
-    return (w <= cfg.alpha_hard_threshold).to(w.dtype).detach()
+        return None, None
+    flagged = (w <= cfg.alpha_hard_threshold).to(w.dtype).detach()
+    if cfg.flagged_loss == "complementary":
+        return flagged, None
+    return None, flagged * partner_on_top(sim)
 
 
 def _complementary(sim: Tensor, flagged: Tensor | None, cfg: DisNCLLossConfig) -> Tensor:
@@ -263,10 +282,11 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
     else:
         alpha = torch.zeros_like(w)
     t_i2t, t_t2i = soft_targets(sim, alpha, cfg.tau_target, cfg.target_exclude_self)
-    flagged = _complementary_rows(w, x.clean_prob is not None, cfg)
+    flagged, dropped = _flagged_rows(sim, w, x.clean_prob is not None, cfg)
     weights = w if cfg.weight_by_clean_prob else None
-    if flagged is not None:
-        weights = (1.0 - flagged) if weights is None else weights * (1.0 - flagged)
+    for rows in (flagged, dropped):
+        if rows is not None:
+            weights = (1.0 - rows) if weights is None else weights * (1.0 - rows)
     align = soft_infonce(sim, cfg.tau, t_i2t, t_t2i, weights) + _complementary(sim, flagged, cfg)
 
     kl_mii = gaussian_kl(x.mu_zv, x.logvar_zv) + gaussian_kl(x.mu_zt, x.logvar_zt) if cfg.use_kl else zero
