@@ -202,7 +202,26 @@ def test_standard_preset_runs_the_focus_cell_first_and_on_a_second_draw():
     assert {(s.noise_kind, s.noise_rate) for s, g in runs.items() if "grid" in g} == {
         *(("image", r) for r in (0.0, 0.2, 0.4, 0.6, 0.8)), ("caption", 0.4)}
     assert {s.confound for s in runs} == {0.0, 0.5, 0.7, 0.9}
+    assert {s.method for s in runs if s.confound} == {"disncl"}  # MII vs full: one DisNCL run, two spaces
+    assert {s.ablation for s, g in runs.items() if g == ["variant"]} == {"v1_default"}
     # --data-seed moves both draws.
     moved = preset.with_data_seed(7)
     assert moved.draws == (7, 8) and {s.data_seed for s in moved.runs()} == {7, 8}
     assert {(d.seed, d.confound) for d in moved.data_specs()} == {(7, 0.0), (7, 0.5), (7, 0.7), (7, 0.9), (8, 0.0)}
+
+
+def test_a_preset_reads_only_its_own_runs_from_a_shared_bench_directory(tmp_path):
+    from disncl.bench.runner import load_results
+
+    standard, variants = PRESETS["standard"], PRESETS["standard-variants"]
+    assert set(standard.runs()) < set(variants.runs())  # one directory serves both
+    extra = next(s for s in variants.runs() if s not in standard.runs())
+    shared = RunSpec("disncl", "image", 0.4, 0)
+    for spec in (extra, shared):
+        run = tmp_path / "runs" / spec.name
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"name": spec.name, "groups": ["stale"]}))
+    assert [r["name"] for r in load_results(tmp_path, standard)] == [shared.name]
+    assert load_results(tmp_path, standard)[0]["groups"] == standard.runs()[shared]
+    assert {r["name"] for r in load_results(tmp_path, variants)} == {extra.name, shared.name}
+    assert [r["groups"] for r in load_results(tmp_path) if r["name"] == shared.name] == [["stale"]]

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             for name, error in summary["failed"].items():
                 print(f"  {name}: {error}", file=sys.stderr)
-    results = load_results(out)
+    results = load_results(out, preset)
     if not results:
         print(f"no finished runs under {out}; run without --report-only first", file=sys.stderr)
         return 2

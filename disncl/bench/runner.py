@@ -117,14 +117,21 @@ def run_preset(
     return summary
 
 
-def load_results(out: Path) -> list[dict[str, Any]]:
+def load_results(out: Path, preset: Preset | None = None) -> list[dict[str, Any]]:
     """Every finished run's ``result.json`` under ``out/runs``, sorted by name.
 
+    With ``preset``, only that preset's runs, each with the report groups the preset gives it (presets that
+    share a bench directory, e.g. ``standard`` and ``standard-variants``, group a run differently).
     ``run_dir`` is set to where the result is now: results travel (committed, copied) without their runs.
     """
+    groups = {spec.name: g for spec, g in preset.runs().items()} if preset else None
     results = []
     for path in sorted((out / "runs").glob(f"*/{RESULT_FILE}")):
+        if groups is not None and path.parent.name not in groups:
+            continue
         result = json.loads(path.read_text(encoding="utf-8"))
         result["run_dir"] = str(path.parent)
+        if groups is not None:
+            result["groups"] = groups[path.parent.name]
         results.append(result)
     return results
