@@ -73,6 +73,34 @@ def test_resume_continues_exactly(tiny_synth: Path, tmp_path: Path) -> None:
     assert (straight / "pair_scores.csv").read_bytes() == (split / "pair_scores.csv").read_bytes()
 
 
+def test_gated_warmup_decides_once_after_warmup_whether_the_run_uses_the_split(
+    tiny_synth: Path, tmp_path: Path
+) -> None:
+    from disncl.train.loop import split_active, split_start
+    from disncl.train.state import NO_SPLIT
+
+    cfg = load_config(None, ["train.warmup=gated", "train.warmup_epochs=2"])
+    bimodal = np.r_[np.zeros(50), np.ones(50)] + np.random.default_rng(0).normal(0, 0.01, 100)
+    flat = np.random.default_rng(1).normal(0, 1, 100)
+    assert split_start(cfg, 1, bimodal) == -1  # not before warmup_epochs
+    assert split_start(cfg, 2, bimodal) == 2 and split_start(cfg, 2, flat) == NO_SPLIT
+    assert not any(split_active(cfg, e, NO_SPLIT) for e in range(100))
+    fixed = load_config(None, ["train.warmup_epochs=2"])
+    assert split_start(fixed, 2, bimodal) == -1  # the fixed warm-up decides nothing
+
+    # The tiny benchmark without noise has unimodal losses after its warm-up epoch (D ≈ 1.0), so the gate
+    # keeps the split off, and a run resumed after the decision keeps it.
+    extra = {"train.warmup": "gated", "train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(load_config(None, tiny_overrides(tiny_synth, straight, **extra)), progress=False)
+    log = _log(straight)
+    assert log[0]["loss_bimodality"] <= 2.0
+    assert [r["split_used"] for r in log] == [False, False, False]
+    train(load_config(None, tiny_overrides(tiny_synth, resumed, **extra)), progress=False, stop_after=2)
+    assert main(["train", "--resume", "--out", str(resumed), "--no-progress"]) == 0
+    assert [r["split_used"] for r in _log(resumed)] == [r["split_used"] for r in log]
+
+
 def test_resume_without_checkpoint_fails_clearly(tiny_synth: Path, tmp_path: Path, capsys) -> None:
     assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "config file" in capsys.readouterr().err

@@ -36,6 +36,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
     "cosine_split": ("split.score=cosine",),
     "outranked": ("loss.flagged_loss=outranked",),
+    "gated_split": ("train.warmup=gated",),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -54,11 +55,12 @@ ABLATION_LABELS = {
     "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
     "cosine_split": "variant: the split fitted on the pair's own distance 1 − cos (Eq. 6e) instead of Eq. 6's loss",
     "outranked": "variant: a flagged pair is re-matched only where the model outranks its partner (Eq. 5e)",
+    "gated_split": "variant: the split starts after warm-up only if the losses are then bimodal, else never (Eq. 6f)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
                       "complementary", "ema_split", "adaptive_warmup", "cosine_split",
-                      "outranked"})
+                      "outranked", "gated_split"})
 
 
 @dataclass(frozen=True)

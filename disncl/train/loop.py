@@ -35,7 +35,7 @@ from disncl.train.noise_split import bimodality, clean_probability, smooth_clean
 from disncl.train.objective import batch_objective
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
 from disncl.train.scoring import pair_distance, pair_table, per_pair_loss, write_pair_scores
-from disncl.train.state import TrainState, find_checkpoint, load_checkpoint, save_checkpoint
+from disncl.train.state import NO_SPLIT, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
 
 
 def seed_everything(seed: int) -> None:
@@ -283,8 +283,8 @@ def _cached_features(
 def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
     """Whether ``epoch`` (0-based) trains with the clean probability: the method uses it and warm-up is over.
 
-    Fixed warm-up: after ``train.warmup_epochs``. Adaptive: from ``split_from``, the epoch
-    :func:`warmup_over` chose (-1 while it has not).
+    Fixed warm-up: after ``train.warmup_epochs``. Adaptive or gated: from ``split_from``, the epoch
+    :func:`split_start` chose (-1 while it has not, NO_SPLIT when the gate found unimodal losses).
     """
     if not get_method(cfg.train.method).uses_split:
         return False
@@ -302,6 +302,21 @@ def warmup_over(cfg: RunConfig, epochs_done: int, losses: np.ndarray) -> bool:
     if epochs_done < cfg.train.warmup_epochs:
         return False
     return epochs_done >= cfg.train.warmup_max_epochs or bimodality(losses, cfg.split) > cfg.split.bimodality
+
+
+def split_start(cfg: RunConfig, epochs_done: int, losses: np.ndarray) -> int:
+    """The epoch the split starts from, decided after ``epochs_done`` epochs; -1: not decided yet.
+
+    Adaptive warm-up (Eq. 6d): ``epochs_done`` once :func:`warmup_over` says so. Gated (Eq. 6f): after
+    exactly ``warmup_epochs``, ``epochs_done`` if the losses are bimodal (D > ``split.bimodality``), else
+    :data:`NO_SPLIT`: one unimodal loss distribution is no evidence of noise, and a two-component mixture
+    fitted to it would still flag a tail of clean pairs (docs/method.md §9.5).
+    """
+    if cfg.train.warmup == "adaptive":
+        return epochs_done if warmup_over(cfg, epochs_done, losses) else -1
+    if cfg.train.warmup != "gated" or epochs_done < cfg.train.warmup_epochs:
+        return -1
+    return epochs_done if bimodality(losses, cfg.split) > cfg.split.bimodality else NO_SPLIT
 
 
 def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> dict[str, float]:
@@ -357,8 +372,8 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
         table, prob = score_embeddings(emb, s.pairs, s.cfg, s.state.clean_prob if epoch > 0 else None)
         write_pair_scores(s.run.pair_scores, table, s.train_ds, s.pairs.is_clean if s.gt_known else None)
     s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
-    if s.cfg.train.warmup == "adaptive" and s.state.split_from < 0:
-        start = np.array([epoch + 1 if s.ctx.is_main and warmup_over(s.cfg, epoch + 1, table["loss"]) else -1])
+    if s.cfg.train.warmup != "fixed" and s.state.split_from < 0:
+        start = np.array([split_start(s.cfg, epoch + 1, table["loss"]) if s.ctx.is_main else -1])
         s.state.split_from = int(distributed.broadcast_array(s.ctx, start)[0])
     return table, s.state.clean_prob
 

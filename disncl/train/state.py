@@ -22,6 +22,9 @@ from disncl.models.checkpoint import load_model, save_model
 
 STATE_VERSION = 1
 
+# split_from of a run whose gated warm-up found unimodal losses: later than any epoch.
+NO_SPLIT = 1 << 30
+
 
 @dataclass
 class TrainState:
@@ -32,7 +35,8 @@ class TrainState:
     best_score: float
     best_epoch: int
     clean_prob: np.ndarray
-    # First epoch (0-based) trained with the split; -1 while the warm-up lasts (train.warmup=adaptive).
+    # First epoch (0-based) trained with the split; -1 while the warm-up lasts (train.warmup=adaptive or
+    # gated); NO_SPLIT once the gated warm-up decided the run trains without it.
     split_from: int = -1
 
 
