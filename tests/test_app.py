@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -266,9 +267,11 @@ def test_result_images_are_served_in_place_and_only_from_the_root(served: Served
     _, tiles, _, _ = gradio_client.Client(served.url, verbose=False, download_files=False).predict(
         served.services.gallery.captions[0], 3, api_name="/search_text")
     for tile in tiles:
-        # A URL to the gallery's own file, not to a copy in Gradio's cache.
-        assert Path(tile["image"]["path"]).resolve().is_relative_to(root)
-        assert http_status(tile["image"]["url"]) == 200
+        # An absolute URL of Gradio's file route to the gallery's own file, not to a copy in Gradio's cache.
+        url = tile["image"]["url"]
+        assert url.startswith(f"{served.url}gradio_api/file=") and tile["image"]["path"] == url
+        assert Path(unquote(url.split("file=", 1)[1])).resolve().is_relative_to(root)
+        assert http_status(url) == 200
     inside = served.services.gallery.image_path(0).resolve()
     climbing = f"{inside.parent}/{'../' * len(inside.parents)}etc/passwd"
     link = inside.parent / "link_to_outside.png"
