@@ -85,7 +85,7 @@ def test_gated_warmup_decides_once_after_warmup_whether_the_run_uses_the_split(
     assert split_start(cfg, 1, bimodal) == -1  # not before warmup_epochs
     assert split_start(cfg, 2, bimodal) == 2 and split_start(cfg, 2, flat) == NO_SPLIT
     assert not any(split_active(cfg, e, NO_SPLIT) for e in range(100))
-    fixed = load_config(None, ["train.warmup_epochs=2"])
+    fixed = load_config(None, ["train.warmup=fixed", "train.warmup_epochs=2"])
     assert split_start(fixed, 2, bimodal) == -1  # the fixed warm-up decides nothing
 
     # The tiny benchmark without noise has unimodal losses after its warm-up epoch (D ≈ 1.0), so the gate

@@ -24,9 +24,9 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "full_similarity": ("train.select_on=full",),
     # Variants: a term replaced.
     "v1_default": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "loss.target_exclude_self=false",
-                   "loss.alpha_hard_threshold=0"),
+                   "loss.alpha_hard_threshold=0", "train.warmup=fixed"),
     "v1_ema_split": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "loss.target_exclude_self=false",
-                     "loss.alpha_hard_threshold=0", "split.ema=0.5"),
+                     "loss.alpha_hard_threshold=0", "train.warmup=fixed", "split.ema=0.5"),
     "club_mi": ("loss.mi_estimator=club", "loss.lambda_mi=0.1"),
     "soft_rematch": ("loss.target_exclude_self=false", "loss.alpha_hard_threshold=0"),
     "split_at_half": ("loss.alpha_hard_threshold=0.5",),
@@ -36,7 +36,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5"),
     "cosine_split": ("split.score=cosine",),
     "outranked": ("loss.flagged_loss=outranked",),
-    "gated_split": ("train.warmup=gated",),
+    "fixed_warmup": ("train.warmup=fixed",),
 }
 ABLATION_LABELS = {
     "no_soft_targets": "without soft targets (hard InfoNCE targets)",
@@ -44,7 +44,8 @@ ABLATION_LABELS = {
     "no_mi": "without the exclusivity (MI) penalty",
     "no_recon": "without reconstruction",
     "full_similarity": "full-feature similarity instead of MII (split and selection)",
-    "v1_default": "variant: the defaults before §9.4 — CLUB bound (Eq. 8) at weight 0.1, soft Eq. 5 targets",
+    "v1_default": "variant: the defaults before §9.4 — CLUB bound (Eq. 8) at weight 0.1, soft Eq. 5 targets, "
+                  "fixed warm-up",
     "v1_ema_split": "variant: v1_default with the clean probability averaged across epochs (Eq. 6c, 0.5)",
     "club_mi": "variant: the CLUB bound (Eq. 8) at weight 0.1 instead of the cross-covariance penalty",
     "soft_rematch": "variant: soft Eq. 5 targets (no Eq. 4b, no hard split) instead of the θ = 0.9 re-match",
@@ -55,12 +56,12 @@ ABLATION_LABELS = {
     "adaptive_warmup": "variant: the split starts once per-pair losses are bimodal (Eq. 6d), after 1 to 5 epochs",
     "cosine_split": "variant: the split fitted on the pair's own distance 1 − cos (Eq. 6e) instead of Eq. 6's loss",
     "outranked": "variant: a flagged pair is re-matched only where the model outranks its partner (Eq. 5e)",
-    "gated_split": "variant: the split starts after warm-up only if the losses are then bimodal, else never (Eq. 6f)",
+    "fixed_warmup": "variant: the split starts after warm-up whatever the losses look like (no Eq. 6f gate)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
                       "complementary", "ema_split", "adaptive_warmup", "cosine_split",
-                      "outranked", "gated_split"})
+                      "outranked", "fixed_warmup"})
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,9 @@ class Preset:
     confounds: tuple[float, ...] = (0.0, 0.9)
     confound_methods: tuple[str, ...] = ("infonce", "ncr", "disncl")
     caption_rates: tuple[float, ...] = ()
+    # Single runs outside the grid (a variant at another cell, or a cell on the second draw); the report
+    # pairs each variant run with the default run of the same cell and seed (group "cells").
+    extra_runs: tuple[RunSpec, ...] = ()
     second_draw: bool = False
     jobs: int = 2
     description: str = ""
@@ -147,7 +151,8 @@ class Preset:
     def data_specs(self) -> list[DataSpec]:
         base = self.data
         specs = [replace(base, confound=rho) for rho in self.confounds]
-        return specs + [replace(base, seed=seed) for seed in self.draws[1:]]
+        draws = dict.fromkeys([*self.draws[1:], *(base.seed + r.data_seed for r in self.extra_runs if r.data_seed)])
+        return specs + [replace(base, seed=seed) for seed in draws]
 
     def runs(self) -> dict[RunSpec, list[str]]:
         """Every distinct run, mapped to the report groups it belongs to, in the order the runner starts them."""
@@ -186,7 +191,13 @@ class Preset:
         for ablation in self.ablations:
             for seed in self.ablation_seeds:
                 add(RunSpec("disncl", "image", self.focus_rate, seed, ablation=ablation, data_seed=d0), "ablation")
+        for spec in self.extra_runs_resolved():
+            add(spec, "cells")
         return out
+
+    def extra_runs_resolved(self) -> tuple[RunSpec, ...]:
+        """``extra_runs`` on this preset's draws (their ``data_seed`` counts from the first draw)."""
+        return tuple(replace(spec, data_seed=self.data.seed + spec.data_seed) for spec in self.extra_runs)
 
     @staticmethod
     def disncl_first(methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -281,8 +292,18 @@ PRESETS["standard-variants"] = replace(
     PRESETS["standard"],
     name="standard-variants",
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
-                 "the variants validation kept also on draw 2): 153 runs, about 5 h 50 min on a 2-core CPU"),
+                 "the variants validation kept also on draw 2; the gated warm-up against the fixed one where they "
+                 "differ): 169 runs, about 6 h 30 min on a 2-core CPU"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "cosine_split", "outranked"),
     confirm_variants=("v1_default", "soft_rematch", "cosine_split", "outranked"),
+    # The gated warm-up (Eq. 6f) against the fixed one where they differ: the cells whose losses are not
+    # bimodal after warm-up (clean data and 80 % noise), for every method that uses the split, and clean
+    # data on the second draw for DisNCL (its default run there too); docs/method.md §9.5.
+    extra_runs=(
+        *(RunSpec(m, "image", rate, seed, ablation="fixed_warmup")
+          for m in ("ncr", "srem", "disncl") for rate in (0.0, 0.8) for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.0, seed, ablation=a, data_seed=1)
+          for a in ("", "fixed_warmup") for seed in (0, 1)),
+    ),
 )

@@ -22,9 +22,9 @@ class TrainConfig:
     warmup_epochs: int = 2
     # "fixed": the split starts after warmup_epochs. "adaptive": it starts after at least warmup_epochs,
     # at the first epoch whose per-pair losses are bimodal (Ashman's D > split.bimodality, Eq. 10),
-    # and after warmup_max_epochs at the latest. "gated": after warmup_epochs if the losses are then
-    # bimodal, else never (Eq. 6f: data that look clean train without it; docs/method.md Section 2.5).
-    warmup: Literal["fixed", "adaptive", "gated"] = "fixed"
+    # and after warmup_max_epochs at the latest. "gated" (the default since §9.5): after warmup_epochs if the
+    # losses are then bimodal, else never (Eq. 6f: data that look clean train without it; Section 2.5).
+    warmup: Literal["fixed", "adaptive", "gated"] = "gated"
     warmup_max_epochs: int = 6
     seed: int = 0
     device: str = "auto"
