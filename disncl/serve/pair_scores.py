@@ -182,6 +182,11 @@ class PairScores:
             )
         return cls(**columns)
 
+    @cached_property
+    def exclusive(self) -> np.ndarray:
+        """full_sim − mii_sim per row: what the exclusive information adds (the explorer sorts by it)."""
+        return self.full_sim - self.mii_sim
+
     def flagged(self, threshold: float = 0.5) -> np.ndarray:
         """Rows flagged as noisy: ``clean_prob <= threshold`` (the complement of NCR's clean rule)."""
         _check_threshold(threshold)
