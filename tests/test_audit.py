@@ -53,6 +53,9 @@ def test_audit_of_a_folder_without_ground_truth_serves_and_resumes(user_folder: 
     assert report["pairs"] == len(pairs.captions)  # every pair is audited, none held out
     assert report["auroc"] is None and set(report["quantiles"]) == {"clean_prob", "loss", "full_sim", "mii_sim"}
     assert "Score distributions (no ground truth)" in (out / "audit_report.md").read_text()
+    log = [json.loads(line) for line in (out / "run/log.jsonl").read_text().splitlines()]
+    assert report["split_used"] == any(r["split_used"] for r in log)
+    assert report["bimodality"] == [r["loss_bimodality"] for r in log]
 
     # The gallery searches with the bundle, and app.py serves the pair (through its real services).
     gallery, bundle = Gallery.load(out / "gallery"), Bundle.load(out / "bundle")
@@ -141,3 +144,13 @@ def test_in_sample_validation_is_a_seeded_tenth_of_the_images() -> None:
     a, b = validation_images(5000, seed=0), validation_images(5000, seed=0)
     assert np.array_equal(a, b) and len(a) == 500 and len(np.unique(a)) == 500
     assert len(validation_images(30, seed=0)) == 20 and len(validation_images(20_000, seed=0)) == 1000
+
+
+def test_the_report_says_when_training_never_used_the_split() -> None:
+    from disncl.audit.report import format_report
+
+    s = {"pairs": 10, "flagged": 3, "flagged_fraction": 0.3, "auroc": None, "quantiles": {}, "epochs": 2,
+         "val_rsum": {"mii": 100.0}, "most_suspicious": [], "split_used": False, "bimodality": [1.2, 1.4]}
+    state = {"stages": {}}
+    assert "never used the clean/noisy split" in format_report(s, state)
+    assert "never used the clean/noisy split" not in format_report({**s, "split_used": True}, state)
