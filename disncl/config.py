@@ -49,6 +49,13 @@ class RunConfig:
         return get_method(self.train.method).selection_space
 
 
+    def warmup_mode(self) -> Literal["fixed", "adaptive", "gated"]:
+        """How the split's warm-up ends (Eq. 6d/6f): ``train.warmup``, or the method's own for ``auto``."""
+        if self.train.warmup != "auto":
+            return self.train.warmup
+        return get_method(self.train.method).warmup
+
+
 class ConfigError(ValueError):
     """A configuration file or override that does not fit the schema."""
 

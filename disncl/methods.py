@@ -26,7 +26,8 @@ class Method:
     trains (the first is its selection space: model selection and the per-pair loss of the split).
     ``config_section`` names the :class:`~disncl.config.RunConfig` section holding its
     hyperparameters. ``uses_split`` says whether it reads the trainer's clean probability after
-    warm-up.
+    warm-up; ``warmup`` is the warm-up ``train.warmup: auto`` gives it, each method's chosen on its own
+    validation runs (docs/method.md §9.5).
     """
 
     name: str
@@ -36,6 +37,7 @@ class Method:
     spaces: tuple[Space, ...]
     config_section: str
     colour: str
+    warmup: Literal["fixed", "gated"] = "fixed"
 
     @property
     def selection_space(self) -> Space:
@@ -58,7 +60,7 @@ METHODS: dict[str, Method] = {
         Method("srem", "SREM", f"{_OBJECTIVES}:srem_objective", uses_split=True, spaces=("full",),
                config_section="srem", colour="tab:green"),
         Method("disncl", "DisNCL", f"{_OBJECTIVES}:disncl_objective", uses_split=True, spaces=("mii", "full"),
-               config_section="loss", colour="tab:red"),
+               config_section="loss", colour="tab:red", warmup="gated"),
     )
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)

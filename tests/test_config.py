@@ -58,3 +58,12 @@ def test_override_values_that_are_not_yaml_are_taken_as_written():
     assert load_config(None, ["data.shards='{split}.tar'"]).data.shards == "{split}.tar"
     with pytest.raises(ConfigError, match="quote the value"):
         load_config(None, ["data.shards={split}"])
+
+
+def test_the_warm_up_is_each_methods_own_unless_set():
+    from disncl.methods import METHOD_NAMES
+
+    modes = {m: load_config(None, [f"train.method={m}"]).warmup_mode() for m in METHOD_NAMES}
+    assert modes == {"infonce": "fixed", "ncr": "fixed", "srem": "fixed", "disncl": "gated"}
+    assert load_config(None, ["train.method=ncr", "train.warmup=gated"]).warmup_mode() == "gated"
+    assert load_config(None, ["train.method=disncl", "train.warmup=fixed"]).warmup_mode() == "fixed"

@@ -22,9 +22,10 @@ class TrainConfig:
     warmup_epochs: int = 2
     # "fixed": the split starts after warmup_epochs. "adaptive": it starts after at least warmup_epochs,
     # at the first epoch whose per-pair losses are bimodal (Ashman's D > split.bimodality, Eq. 10),
-    # and after warmup_max_epochs at the latest. "gated" (the default since §9.5): after warmup_epochs if the
-    # losses are then bimodal, else never (Eq. 6f: data that look clean train without it; Section 2.5).
-    warmup: Literal["fixed", "adaptive", "gated"] = "gated"
+    # and after warmup_max_epochs at the latest. "gated": after warmup_epochs if the losses are then
+    # bimodal, else never (Eq. 6f: data that look clean train without it). "auto": the method's own
+    # (disncl.methods: gated for DisNCL, fixed for the baselines; docs/method.md Sections 2.5 and 9.5).
+    warmup: Literal["auto", "fixed", "adaptive", "gated"] = "auto"
     warmup_max_epochs: int = 6
     seed: int = 0
     device: str = "auto"

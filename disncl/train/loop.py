@@ -288,7 +288,7 @@ def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
     """
     if not get_method(cfg.train.method).uses_split:
         return False
-    if cfg.train.warmup == "fixed":
+    if cfg.warmup_mode() == "fixed":
         return epoch >= cfg.train.warmup_epochs
     return 0 <= split_from <= epoch
 
@@ -312,9 +312,10 @@ def split_start(cfg: RunConfig, epochs_done: int, losses: np.ndarray) -> int:
     :data:`NO_SPLIT`: one unimodal loss distribution is no evidence of noise, and a two-component mixture
     fitted to it would still flag a tail of clean pairs (docs/method.md §9.5).
     """
-    if cfg.train.warmup == "adaptive":
+    mode = cfg.warmup_mode()
+    if mode == "adaptive":
         return epochs_done if warmup_over(cfg, epochs_done, losses) else -1
-    if cfg.train.warmup != "gated" or epochs_done < cfg.train.warmup_epochs:
+    if mode != "gated" or epochs_done < cfg.train.warmup_epochs:
         return -1
     return epochs_done if bimodality(losses, cfg.split) > cfg.split.bimodality else NO_SPLIT
 
@@ -372,7 +373,7 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
         table, prob = score_embeddings(emb, s.pairs, s.cfg, s.state.clean_prob if epoch > 0 else None)
         write_pair_scores(s.run.pair_scores, table, s.train_ds, s.pairs.is_clean if s.gt_known else None)
     s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
-    if s.cfg.train.warmup != "fixed" and s.state.split_from < 0:
+    if s.cfg.warmup_mode() != "fixed" and s.state.split_from < 0:
         start = np.array([split_start(s.cfg, epoch + 1, table["loss"]) if s.ctx.is_main else -1])
         s.state.split_from = int(distributed.broadcast_array(s.ctx, start)[0])
     return table, s.state.clean_prob
