@@ -20,7 +20,7 @@ import csv
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,12 @@ class PairScoresError(ValueError):
     """A pair-scores file is malformed; the message names the file and, where it can, the line."""
 
 
+def release_arrow_memory() -> None:
+    """Hand Arrow's freed buffers back to the system: its allocator keeps them otherwise, so a server's
+    resident memory would keep the high-water mark of every export and text search it ran."""
+    pa.default_memory_pool().release_unused()
+
+
 class TextColumn:
     """A column of strings held as one Arrow array: indexing gives a ``str``, :meth:`contains` searches it."""
 
@@ -71,7 +77,10 @@ class TextColumn:
     def contains(self, needle: str) -> np.ndarray:
         """Rows whose text contains ``needle``, ignoring case, as a bool array."""
         found = pc.match_substring(self._array, needle, ignore_case=True)
-        return np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        out = np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+        del found
+        release_arrow_memory()
+        return out
 
     @property
     def arrow(self) -> pa.Array | pa.ChunkedArray:
@@ -317,14 +326,19 @@ class PairScores:
         The result reads back with :meth:`read`; written by pyarrow's CSV writer (floats as the shortest
         text that parses back to the same value, text quoted where it needs to be).
         """
+        out = atomic_write(path, partial(pacsv.write_csv, self._selected_table(mask)))
+        release_arrow_memory()  # the selected table is gone once the write returns
+        return out
+
+    def _selected_table(self, mask: np.ndarray) -> pa.Table:
+        """The rows selected by ``mask`` as an Arrow table with the training format's columns."""
         rows = np.flatnonzero(self._check_mask(mask))
         take = pa.array(rows)
         columns = {name: pa.array(getattr(self, name)[rows]) for name in NUMERIC_COLUMNS}
         columns.update({name: getattr(self, name).arrow.take(take) for name in TEXT_COLUMNS})
         truth = np.where(self.truth_known[rows], np.where(self.is_clean[rows], "1", "0"), "")
         columns["is_clean"] = pa.array(truth, pa.large_string())
-        table = pa.table({name: columns[name] for name in COLUMNS})
-        return atomic_write(path, lambda tmp: pacsv.write_csv(table, tmp))
+        return pa.table({name: columns[name] for name in COLUMNS})
 
     def to_noise_index(self, path: str | os.PathLike[str], mask: np.ndarray) -> tuple[Path, Path]:
         """Export the pairing as a per-caption noise index plus a flag per caption, atomically.
