@@ -255,7 +255,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("103 runs, about 4 h on a 2-core CPU (two runs at a time, one thread each, 4.6 min a run): "
+        description=("103 runs, about 4 h 10 min on a 2-core CPU (two runs at a time, one thread each, 4.6 min a run): "
                      "the focus cells of both data draws first (50 runs: every method at 5 seeds and the "
                      "pre-§9.4 defaults `v1_default`, on each draw), then the confound sweep, the grid and the "
                      "ablations (53 runs); a ResNet image tower that learns shape"),
