@@ -48,7 +48,6 @@ class RunConfig:
             return self.train.select_on
         return get_method(self.train.method).selection_space
 
-
     def warmup_mode(self) -> Literal["fixed", "adaptive", "gated"]:
         """How the split's warm-up ends (Eq. 6d/6f): ``train.warmup``, or the method's own for ``auto``."""
         if self.train.warmup != "auto":

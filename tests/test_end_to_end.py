@@ -77,11 +77,12 @@ def test_gated_warmup_decides_once_after_warmup_whether_the_run_uses_the_split(
     tiny_synth: Path, tmp_path: Path
 ) -> None:
     from disncl.train.loop import split_active, split_start
+    from disncl.train.noise_split import bimodality
     from disncl.train.state import NO_SPLIT
 
     cfg = load_config(None, ["train.warmup=gated", "train.warmup_epochs=2"])
-    bimodal = np.r_[np.zeros(50), np.ones(50)] + np.random.default_rng(0).normal(0, 0.01, 100)
-    flat = np.random.default_rng(1).normal(0, 1, 100)
+    bimodal = bimodality(np.r_[np.zeros(50), np.ones(50)] + np.random.default_rng(0).normal(0, 0.01, 100))
+    flat = bimodality(np.random.default_rng(1).normal(0, 1, 100))
     assert split_start(cfg, 1, bimodal) == -1  # not before warmup_epochs
     assert split_start(cfg, 2, bimodal) == 2 and split_start(cfg, 2, flat) == NO_SPLIT
     assert not any(split_active(cfg, e, NO_SPLIT) for e in range(100))
@@ -126,10 +127,11 @@ def test_adaptive_warmup_starts_the_split_once_losses_are_bimodal_and_survives_a
     tiny_synth: Path, tmp_path: Path
 ) -> None:
     from disncl.train.loop import split_active, warmup_over
+    from disncl.train.noise_split import bimodality
 
     cfg = load_config(None, ["train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=3"])
-    bimodal = np.r_[np.zeros(50), np.ones(50)] + np.random.default_rng(0).normal(0, 0.01, 100)
-    flat = np.random.default_rng(1).normal(0, 1, 100)
+    bimodal = bimodality(np.r_[np.zeros(50), np.ones(50)] + np.random.default_rng(0).normal(0, 0.01, 100))
+    flat = bimodality(np.random.default_rng(1).normal(0, 1, 100))
     assert not warmup_over(cfg, 0, bimodal)  # never before warmup_epochs
     assert warmup_over(cfg, 1, bimodal) and not warmup_over(cfg, 1, flat)
     assert warmup_over(cfg, 3, flat)  # the cap

@@ -59,7 +59,7 @@ def format_report(s: dict[str, Any], state: dict[str, Any]) -> str:
         f"- validation rSum after {s['epochs']} epochs: "
         + ", ".join(f"{space} {v:.1f}" for space, v in s["val_rsum"].items()),
     ]
-    if not s.get("split_used", True):
+    if not s["split_used"]:
         lines.append("- **the per-pair losses never became bimodal, so training never used the clean/noisy split** "
                      "(gated warm-up, docs/method.md Eq. 6f): no sign of a mismatched group. The flags below are the "
                      "tail a two-component mixture always finds, not evidence of noise; read the score "

@@ -179,7 +179,7 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
         use_split = split_active(cfg, epoch, s.state.split_from)
         terms = train_one_epoch(s, epoch, use_split, progress)
         train_seconds = time.perf_counter() - t0
-        table, prob = score_and_split(s, epoch)
+        table, prob, loss_bimodality = score_and_split(s, epoch)
         val_emb = encode_sharded(s.model, s.val_data, cfg, s.device, ctx)
         s.state.epoch = epoch + 1
         if ctx.is_main:
@@ -193,8 +193,8 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
                 "split_used": use_split,
                 "val": retrieval_metrics(val_emb, s.val_data, cfg, s.val_keys),
             }
-            # How bimodal this epoch's per-pair losses are (Eq. 10): what adaptive warm-up waits for.
-            record["loss_bimodality"] = bimodality(table["loss"], cfg.split)
+            # How bimodal this epoch's per-pair losses are (Eq. 10): what the adaptive and gated warm-ups read.
+            record["loss_bimodality"] = loss_bimodality
             if s.gt_known:
                 record |= detection_record(s, table, prob)
             append_log(s.run.log, record)
@@ -293,19 +293,21 @@ def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
     return 0 <= split_from <= epoch
 
 
-def warmup_over(cfg: RunConfig, epochs_done: int, losses: np.ndarray) -> bool:
-    """Adaptive warm-up: may the split start after ``epochs_done`` epochs, given this scoring's per-pair losses?
+def warmup_over(cfg: RunConfig, epochs_done: int, loss_bimodality: float) -> bool:
+    """Adaptive warm-up: may the split start after ``epochs_done`` epochs, given Ashman's D of this scoring's
+    per-pair losses (Eq. 10)?
 
-    Yes once ``warmup_epochs`` are done and the losses are bimodal (Ashman's D > ``split.bimodality``,
-    Eq. 10), or once ``warmup_max_epochs`` are done whatever D is.
+    Yes once ``warmup_epochs`` are done and the losses are bimodal (D > ``split.bimodality``), or once
+    ``warmup_max_epochs`` are done whatever D is.
     """
     if epochs_done < cfg.train.warmup_epochs:
         return False
-    return epochs_done >= cfg.train.warmup_max_epochs or bimodality(losses, cfg.split) > cfg.split.bimodality
+    return epochs_done >= cfg.train.warmup_max_epochs or loss_bimodality > cfg.split.bimodality
 
 
-def split_start(cfg: RunConfig, epochs_done: int, losses: np.ndarray) -> int:
-    """The epoch the split starts from, decided after ``epochs_done`` epochs; -1: not decided yet.
+def split_start(cfg: RunConfig, epochs_done: int, loss_bimodality: float) -> int:
+    """The epoch the split starts from, decided after ``epochs_done`` epochs from Ashman's D of the per-pair
+    losses (Eq. 10); -1: not decided yet.
 
     Adaptive warm-up (Eq. 6d): ``epochs_done`` once :func:`warmup_over` says so. Gated (Eq. 6f): after
     exactly ``warmup_epochs``, ``epochs_done`` if the losses are bimodal (D > ``split.bimodality``), else
@@ -314,10 +316,10 @@ def split_start(cfg: RunConfig, epochs_done: int, losses: np.ndarray) -> int:
     """
     mode = cfg.warmup_mode()
     if mode == "adaptive":
-        return epochs_done if warmup_over(cfg, epochs_done, losses) else -1
+        return epochs_done if warmup_over(cfg, epochs_done, loss_bimodality) else -1
     if mode != "gated" or epochs_done < cfg.train.warmup_epochs:
         return -1
-    return epochs_done if bimodality(losses, cfg.split) > cfg.split.bimodality else NO_SPLIT
+    return epochs_done if loss_bimodality > cfg.split.bimodality else NO_SPLIT
 
 
 def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> dict[str, float]:
@@ -359,24 +361,27 @@ def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> 
     return {k: float(v) / len(batches) for k, v in terms_sum.items()}
 
 
-def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | None, np.ndarray]:
+def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | None, np.ndarray, float]:
     """Encode the training pairs, fit the split on rank 0 (Eq. 6, 6c), write ``pair_scores.csv``, share ``w``.
 
     Every rank encodes a shard; rank 0's clean probabilities go to every rank, so all train the next
-    epoch on the same weights. Returns rank 0's pair table (None elsewhere) and the new ``w``.
+    epoch on the same weights. Returns rank 0's pair table (None elsewhere), the new ``w``, and rank 0's
+    Ashman's D of the per-pair losses (Eq. 10; NaN elsewhere), which also decides an adaptive or gated
+    warm-up.
     """
     emb = encode_sharded(s.model, s.train_data, s.cfg, s.device, s.ctx)
     prob = np.empty(len(s.pairs.caption), dtype=np.float32)
-    table = None
+    table, loss_bimodality = None, float("nan")
     if s.ctx.is_main:
         # The first scoring pass has nothing to average with (the initial all-ones is not an estimate).
         table, prob = score_embeddings(emb, s.pairs, s.cfg, s.state.clean_prob if epoch > 0 else None)
         write_pair_scores(s.run.pair_scores, table, s.train_ds, s.pairs.is_clean if s.gt_known else None)
+        loss_bimodality = bimodality(table["loss"], s.cfg.split)
     s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
     if s.cfg.warmup_mode() != "fixed" and s.state.split_from < 0:
-        start = np.array([split_start(s.cfg, epoch + 1, table["loss"]) if s.ctx.is_main else -1])
+        start = np.array([split_start(s.cfg, epoch + 1, loss_bimodality) if s.ctx.is_main else -1])
         s.state.split_from = int(distributed.broadcast_array(s.ctx, start)[0])
-    return table, s.state.clean_prob
+    return table, s.state.clean_prob, loss_bimodality
 
 
 def detection_record(s: Session, table: dict[str, np.ndarray], prob: np.ndarray) -> dict[str, Any]:
