@@ -154,7 +154,8 @@ class Preset:
     def data_specs(self) -> list[DataSpec]:
         base = self.data
         specs = [replace(base, confound=rho) for rho in self.confounds]
-        draws = dict.fromkeys([*self.draws[1:], *(base.seed + r.data_seed for r in self.extra_runs if r.data_seed)])
+        extra = [r.data_seed for r in self.extra_runs_resolved() if r.data_seed != base.seed]
+        draws = dict.fromkeys([*self.draws[1:], *extra])
         return specs + [replace(base, seed=seed) for seed in draws]
 
     def runs(self) -> dict[RunSpec, list[str]]:
@@ -269,8 +270,8 @@ PRESETS: dict[str, Preset] = {
         focus_seeds=(0, 1, 2, 3, 4),
         ablation_seeds=(0, 1),
         variants=("v1_default",),
-        # MII against full features is one DisNCL run read two ways; the baselines have one space.
         confounds=(0.0, 0.5, 0.7, 0.9),
+        # MII against full features is one DisNCL run read two ways; the baselines have one space.
         confound_methods=("disncl",),
         caption_rates=(0.4,),
         second_draw=True,
