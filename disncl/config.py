@@ -54,6 +54,12 @@ class RunConfig:
             return self.train.warmup
         return get_method(self.train.method).warmup
 
+    def split_score(self) -> Literal["loss", "cosine"]:
+        """What the split's mixture is fitted on (Eq. 6 or 6e): ``split.score``, or the method's own for ``auto``."""
+        if self.split.score != "auto":
+            return self.split.score
+        return get_method(self.train.method).split_score
+
 
 class ConfigError(ValueError):
     """A configuration file or override that does not fit the schema."""

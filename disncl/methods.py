@@ -26,8 +26,9 @@ class Method:
     trains (the first is its selection space: model selection and the per-pair loss of the split).
     ``config_section`` names the :class:`~disncl.config.RunConfig` section holding its
     hyperparameters. ``uses_split`` says whether it reads the trainer's clean probability after
-    warm-up; ``warmup`` is the warm-up ``train.warmup: auto`` gives it, each method's chosen on its own
-    validation runs (docs/method.md §9.5).
+    warm-up; ``warmup`` is the warm-up ``train.warmup: auto`` gives it and ``split_score`` what
+    ``split.score: auto`` fits its split on, each method's chosen on its own validation runs
+    (docs/method.md §9.5-9.6).
     """
 
     name: str
@@ -38,6 +39,7 @@ class Method:
     config_section: str
     colour: str
     warmup: Literal["fixed", "gated"] = "fixed"
+    split_score: Literal["loss", "cosine"] = "loss"
 
     @property
     def selection_space(self) -> Space:
@@ -60,7 +62,7 @@ METHODS: dict[str, Method] = {
         Method("srem", "SREM", f"{_OBJECTIVES}:srem_objective", uses_split=True, spaces=("full",),
                config_section="srem", colour="tab:green"),
         Method("disncl", "DisNCL", f"{_OBJECTIVES}:disncl_objective", uses_split=True, spaces=("mii", "full"),
-               config_section="loss", colour="tab:red", warmup="gated"),
+               config_section="loss", colour="tab:red", warmup="gated", split_score="cosine"),
     )
 }
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)

@@ -67,3 +67,12 @@ def test_the_warm_up_is_each_methods_own_unless_set():
     assert modes == {"infonce": "fixed", "ncr": "fixed", "srem": "fixed", "disncl": "gated"}
     assert load_config(None, ["train.method=ncr", "train.warmup=gated"]).warmup_mode() == "gated"
     assert load_config(None, ["train.method=disncl", "train.warmup=fixed"]).warmup_mode() == "fixed"
+
+
+def test_the_split_score_is_each_methods_own_unless_set():
+    from disncl.methods import METHOD_NAMES
+
+    scores = {m: load_config(None, [f"train.method={m}"]).split_score() for m in METHOD_NAMES}
+    assert scores == {"infonce": "loss", "ncr": "loss", "srem": "loss", "disncl": "cosine"}
+    assert load_config(None, ["train.method=srem", "split.score=cosine"]).split_score() == "cosine"
+    assert load_config(None, ["train.method=disncl", "split.score=loss"]).split_score() == "loss"

@@ -73,18 +73,21 @@ def test_smoothed_clean_probability_is_the_running_average_of_eq_6c():
 
 
 def test_cosine_split_fits_the_mixture_on_the_pairs_own_distance(tiny_synth, tmp_path) -> None:
-    """split.score=cosine: the pair table's loss column is 1 - cos in the selection space, and the
-    clean probability is the mixture fitted on it."""
+    """DisNCL's split (split.score auto = cosine): the pair table's loss column is 1 - cos in the selection
+    space, and the clean probability is the mixture fitted on it; split.score=loss fits Eq. 6's loss."""
     from conftest import tiny_overrides
 
     from disncl.config import load_config
     from disncl.serve.pair_scores import PairScores
     from disncl.train.loop import train
 
-    run = train(load_config(None, tiny_overrides(tiny_synth, tmp_path / "r", **{"split.score": "cosine"})),
-                progress=False)
+    run = train(load_config(None, tiny_overrides(tiny_synth, tmp_path / "r")), progress=False)
     scores = PairScores.read(run / "pair_scores.csv")
     np.testing.assert_allclose(scores.loss, 1 - scores.mii_sim, atol=2e-5)
     order = np.argsort(scores.loss)
     # The mixture's clean posterior falls with the distance (up to the file's 5-decimal rounding).
     assert scores.clean_prob[order[: len(order) // 10]].mean() >= scores.clean_prob[order[-len(order) // 10 :]].mean()
+    run = train(load_config(None, tiny_overrides(tiny_synth, tmp_path / "l", **{"split.score": "loss"})),
+                progress=False)
+    loss = PairScores.read(run / "pair_scores.csv")
+    assert np.abs(loss.loss - (1 - loss.mii_sim)).max() > 0.1

@@ -68,7 +68,7 @@ def make_scheduler(
 def score_training_pairs(
     model, train: SplitData, pairs: NoisyPairs, cfg: RunConfig, device: torch.device
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-pair loss in the selection space (Eq. 6, or the distance of Eq. 6e with ``split.score=cosine``)
+    """Per-pair loss in the selection space (Eq. 6, or the distance of Eq. 6e where ``cfg.split_score()`` is cosine)
     and the GMM clean probability fitted on it."""
     emb = encode_split(model, train.images, train.tokens, cfg.train.eval_batch_size, device, cfg.train.amp)
     return score_embeddings(emb, pairs, cfg)
@@ -80,7 +80,7 @@ def score_embeddings(
     """:func:`score_training_pairs` on embeddings already computed; ``previous`` (the last epoch's clean
     probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c)."""
     img, txt = emb.space(cfg.selection_space())
-    if cfg.split.score == "cosine":
+    if cfg.split_score() == "cosine":
         loss = pair_distance(img, txt, pairs)
     else:
         loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
