@@ -171,3 +171,21 @@ def test_the_fast_csv_reader_gives_what_the_line_parser_gives(tmp_path: Path, mo
     for name in ("pair", "image_index", "clean_prob", "loss", "full_sim", "best_image", "is_clean", "truth_known"):
         np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
     assert list(fast.caption) == list(slow.caption) and list(fast.image) == list(slow.image)
+
+
+def test_columns_are_held_compactly_and_shown_as_written(tmp_path: Path) -> None:
+    """int32 indices and float32 scores (half of int64/float64 at 10 M pairs); explain() gives the values
+    as the file prints them, and a score beyond float32's range is refused by either reader."""
+    path = _write(tmp_path / "pair_scores.csv")
+    scores = PairScores.read(path)
+    assert scores.pair.dtype == np.int32 and scores.best_caption_for_image.dtype == np.int32
+    assert scores.clean_prob.dtype == np.float32 and scores.loss.dtype == np.float32
+    assert scores.explain(1)["clean_prob"] == 0.2 and scores.explain(7)["clean_prob"] == 0.3
+    lines = path.read_text(encoding="utf-8").splitlines()
+    loss = lines[0].split(",").index("loss")
+    row = lines[1].split(",")
+    row[loss] = "1e39"
+    bad = tmp_path / "huge.csv"
+    bad.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n", encoding="utf-8")
+    with pytest.raises(PairScoresError, match="loss"):
+        PairScores.read(bad)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from disncl.app.limits import check_text_length
 from disncl.app.services import AppError, Services
 from disncl.serve.gallery import UnsafePathError, safe_relative_path
-from disncl.serve.pair_scores import PairScores
+from disncl.serve.pair_scores import PairScores, plain_float
 
 EXPLORER_SORTS = {
     "clean probability": "clean_prob",
@@ -291,5 +291,5 @@ def threshold_for(services: Services, flag_by: str, value: float) -> float:
     n = int(amount) if flag_by == "count" else int(round(amount / 100 * len(probs)))
     if n == 0:
         # Below every clean probability: flags nothing unless some pair has probability exactly 0.
-        return float(max(0.0, np.nextafter(probs[0], -1.0))) if len(probs) else 0.0
-    return float(probs[n - 1])
+        return plain_float(max(np.float32(0.0), np.nextafter(probs[0], np.float32(-1.0)))) if len(probs) else 0.0
+    return plain_float(probs[n - 1])

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from disncl.bench.presets import ABLATION_LABELS, Preset, RunSpec  # noqa: E402
+from disncl.bench.presets import ABLATION_LABELS, VARIANT_BASE, Preset, RunSpec  # noqa: E402
 from disncl.bench.worker import CODES_FILE, IMAGE_FACTORS, TEXT_FACTORS  # noqa: E402
 from disncl.io import atomic_write, atomic_write_text  # noqa: E402
 from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
@@ -191,33 +191,37 @@ class Report:
         for ablation in ("", *self.preset.ablations, *self.preset.variants):
             rs = self.focus("disncl", ablation)
             label = "DisNCL (all terms)" if not ablation else ABLATION_LABELS[ablation]
-            delta = signed(self.paired("disncl", "", "disncl", ablation, space="best")) if ablation else ""
+            base = VARIANT_BASE.get(ablation, "")
+            delta = signed(self.paired("disncl", base, "disncl", ablation, space="best")) if ablation else ""
             rows.append([label, ", ".join(str(r["spec"]["seed"]) for r in rs), stat(val_rsum(r) for r in rs),
                          stat(rsum(r, "mii") for r in rs), stat(rsum(r, "full") for r in rs),
-                         stat((auroc(r) for r in rs), 3), delta])
+                         stat((auroc(r) for r in rs), 3), delta, f"`{base}`" if base else "all terms"])
         return _table(["DisNCL variant", "seeds", "best val rSum (selection)", "test rSum MII", "test rSum full",
-                       "noise AUROC", "Δ test rSum vs all terms, same seeds"], rows)
+                       "noise AUROC", "Δ test rSum vs reference, same seeds", "reference"], rows)
 
     def cells_table(self) -> str:
         """Each variant run outside the focus cell (``extra_runs``) against the default run of its cell, by seed."""
-        keys = dict.fromkeys((s.method, s.noise_kind, s.noise_rate, s.data_seed, s.ablation)
+        keys = dict.fromkeys((s.method, s.noise_kind, s.noise_rate, s.confound, s.data_seed, s.ablation)
                              for s in self.preset.extra_runs_resolved() if s.ablation)
         rows = []
-        for method, kind, rate, draw, ablation in keys:
-            base = {r["spec"]["seed"]: r for r in self.cell(method, kind, rate, draw=draw)}
-            other = {r["spec"]["seed"]: r for r in self.cell(method, kind, rate, ablation, draw=draw)}
+        for method, kind, rate, rho, draw, ablation in keys:
+            reference = VARIANT_BASE.get(ablation, "")
+            base = {r["spec"]["seed"]: r for r in self.cell(method, kind, rate, reference, rho, draw=draw)}
+            other = {r["spec"]["seed"]: r for r in self.cell(method, kind, rate, ablation, rho, draw=draw)}
             seeds = sorted(base.keys() & other.keys())
             if not seeds:
                 continue
             draw_no = self.preset.draws.index(draw) + 1 if draw in self.preset.draws else draw
             rows.append([
-                LABELS[method], f"{rate:.0%} per {kind}, draw {draw_no}", ablation, ", ".join(map(str, seeds)),
+                LABELS[method], f"{rate:.0%} per {kind}{f', ρ = {rho:g}' if rho else ''}, draw {draw_no}", ablation,
+                reference or "default",
+                ", ".join(map(str, seeds)),
                 stat(val_rsum(base[k]) for k in seeds), stat(val_rsum(other[k]) for k in seeds),
                 stat(rsum(base[k]) for k in seeds), stat(rsum(other[k]) for k in seeds),
                 signed([rsum(other[k]) - rsum(base[k]) for k in seeds]),
             ])
-        return _table(["method", "cell", "variant", "seeds", "best val rSum, default", "… variant",
-                       "test rSum, default", "… variant", "Δ test (variant − default)"], rows)
+        return _table(["method", "cell", "variant", "reference", "seeds", "best val rSum, reference", "… variant",
+                       "test rSum, reference", "… variant", "Δ test (variant − reference)"], rows)
 
     def paired(self, base: str, base_ablation: str, other: str, other_ablation: str = "",
                space: str = "best", draw: int | None = None, other_space: str | None = None) -> list[float]:
@@ -406,11 +410,13 @@ class Report:
                 out.append(f"{rate:.0%} noise: highest rSum {LABELS[winner]} ({cells[winner]:.1f}); " + ", ".join(
                     f"{LABELS[m]} {v:.1f}" for m, v in cells.items() if m != winner) + ".")
         for ablation in (*self.preset.ablations, *self.preset.variants):
-            diffs = self.paired("disncl", "", "disncl", ablation)
+            base = VARIANT_BASE.get(ablation, "")
+            diffs = self.paired("disncl", base, "disncl", ablation)
             if diffs:
                 kind = "Variant" if ablation in self.preset.variants else "Ablation"
                 label = ABLATION_LABELS[ablation].removeprefix("variant: ")
-                out.append(f"{kind} '{label}': rSum {signed(diffs)} vs all terms at the same seed(s) ({len(diffs)}).")
+                against = f"'{base}'" if base else "all terms"
+                out.append(f"{kind} '{label}': rSum {signed(diffs)} vs {against} at the same seed(s) ({len(diffs)}).")
         rs = self.focus("disncl")
         if rs and "img_u" in rs[0]["probes"]:
             for modality, excl in (("img", "background"), ("txt", "template")):
@@ -622,8 +628,9 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
                   rep.ablation_table(), ""]
     if any(spec.ablation for spec in preset.extra_runs):
         lines += ["## Variants at other cells", "",
-                  "A variant run outside the focus cell against the default run of the same cell and seed (same "
-                  "noise draw); the default is chosen on the validation columns.", "", rep.cells_table(), ""]
+                  "A variant run outside the focus cell against its reference run of the same cell and seed (same "
+                  "noise draw): the default, or for a variant tried on the §9.5 loss split, `loss_split`; "
+                  "defaults are chosen on the validation columns.", "", rep.cells_table(), ""]
     if preset.confound_methods and len(preset.confounds) > 1:
         lines += ["## The exclusive-information confound ρ", "",
                   "ρ: probability that a training caption's filler phrase is tied to its image's background "

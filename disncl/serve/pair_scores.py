@@ -143,7 +143,7 @@ class PairScores:
     def _read_csv_fast(cls, path: Path) -> PairScores | None:
         """pyarrow's (multi-threaded) CSV reader for a well-formed table, as training writes it; None for
         anything it cannot take as it is, which the line-by-line parser then diagnoses."""
-        types = {name: pa.int64() for name in INT_COLUMNS} | {name: pa.float64() for name in FLOAT_COLUMNS}
+        types = {name: pa.int64() for name in INT_COLUMNS} | {name: pa.float32() for name in FLOAT_COLUMNS}
         types |= {name: pa.large_string() for name in (*TEXT_COLUMNS, "is_clean")}
         options = pacsv.ConvertOptions(column_types=types, include_columns=list(COLUMNS), strings_can_be_null=False,
                                        quoted_strings_can_be_null=False)
@@ -294,11 +294,11 @@ class PairScores:
             "caption": self.caption[r],
             "image_index": int(self.image_index[r]),
             "image": self.image[r],
-            "clean_prob": float(self.clean_prob[r]),
+            "clean_prob": plain_float(self.clean_prob[r]),
             "flagged": bool(self.clean_prob[r] <= threshold),
-            "loss": float(self.loss[r]),
-            "mii_sim": float(self.mii_sim[r]),
-            "full_sim": float(self.full_sim[r]),
+            "loss": plain_float(self.loss[r]),
+            "mii_sim": plain_float(self.mii_sim[r]),
+            "full_sim": plain_float(self.full_sim[r]),
             "image_rank": int(self.image_rank[r]),
             "is_clean": bool(self.is_clean[r]) if self.truth_known[r] else None,
             "best_image": {"index": best_image, "path": _lookup(self.image_index, self.image, best_image)},
@@ -379,16 +379,34 @@ class PairScores:
 
 
 
+def plain_float(value: np.floating) -> float:
+    """A float32 score as the Python float it prints as (0.3, not 0.30000001192092896), for JSON and display."""
+    return float(str(value))
+
+
+def compact(values: np.ndarray, name: str) -> np.ndarray:
+    """A numeric column in the narrowest type that holds it exactly enough: int32 indices (int64 beyond
+    2**31 rows), float32 scores (what training computes them in). At 10 M pairs this halves the table's
+    resident size (about 400 MB less than int64 and float64)."""
+    if name in FLOAT_COLUMNS:
+        return values.astype(np.float32, copy=False)
+    values = values.astype(np.int64, copy=False)
+    fits = not len(values) or (values.min() >= np.iinfo(np.int32).min and values.max() <= np.iinfo(np.int32).max)
+    return values.astype(np.int32 if fits else np.int64, copy=False)
+
+
 def _arrow_columns(path: Path, table: pa.Table) -> dict[str, Any]:
-    """The numeric columns of an Arrow table as numpy (int64, finite float64) and its text as TextColumns."""
+    """The numeric columns of an Arrow table as compact numpy arrays (:func:`compact`) and its text as
+    TextColumns."""
     columns: dict[str, Any] = {}
     for name in NUMERIC_COLUMNS:
         values = table[name]
         if values.null_count:
             raise PairScoresError(f"{path}: column {name!r} has empty values")
-        columns[name] = values.to_numpy().astype(np.int64 if name in INT_COLUMNS else np.float64, copy=False)
+        columns[name] = compact(values.to_numpy(), name)
+        # After the cast, so that a value beyond float32's range is caught too.
         if name in FLOAT_COLUMNS and not np.isfinite(columns[name]).all():
-            raise PairScoresError(f"{path}: column {name!r} holds NaN or infinite values")
+            raise PairScoresError(f"{path}: column {name!r} holds NaN, infinite or out-of-range values")
     columns.update({name: TextColumn(table[name]) for name in TEXT_COLUMNS})
     return columns
 
@@ -417,7 +435,7 @@ def _read_columns(path: Path, reader: Any) -> tuple[dict[str, list[str]], list[i
 
 
 def _parse_numbers(path: Path, lines: list[int], name: str, values: list[str], kind: type) -> np.ndarray:
-    """A numeric column as int64 (``kind`` int) or finite float64 (``kind`` float)."""
+    """A numeric column as integers (``kind`` int) or finite floats (``kind`` float), :func:`compact`."""
     parsed = []
     for line, v in zip(lines, values, strict=True):
         try:
@@ -427,8 +445,10 @@ def _parse_numbers(path: Path, lines: list[int], name: str, values: list[str], k
         if number is None or (kind is float and not np.isfinite(number)):
             expected = "an integer" if kind is int else "a finite number"
             raise PairScoresError(f"{path}, line {line}: column {name!r} is {v!r}; expected {expected}")
+        if kind is float and abs(number) > float(np.finfo(np.float32).max):
+            raise PairScoresError(f"{path}, line {line}: column {name!r} is {v!r}, beyond float32's range")
         parsed.append(number)
-    return np.asarray(parsed, dtype=np.int64 if kind is int else np.float64)
+    return compact(np.asarray(parsed, dtype=np.int64 if kind is int else np.float64), name)
 
 
 def _parse_truth(path: Path, lines: list[int], values: list[str]) -> tuple[np.ndarray, np.ndarray]:
