@@ -189,3 +189,18 @@ def test_columns_are_held_compactly_and_shown_as_written(tmp_path: Path) -> None
     bad.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n", encoding="utf-8")
     with pytest.raises(PairScoresError, match="loss"):
         PairScores.read(bad)
+
+
+def test_a_text_search_split_across_threads_finds_every_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The slices a large column is searched in meet exactly: no row is lost or found twice at a boundary."""
+    import pyarrow as pa
+
+    import disncl.serve.pair_scores as module
+
+    texts = [f"{'Dog' if i % 7 == 0 else 'cat'} number {i}" for i in range(1001)]
+    column = module.TextColumn(pa.chunked_array([pa.array(texts[:500]), pa.array(texts[500:])]))
+    whole = column.contains("dog")
+    monkeypatch.setattr(module, "_PARALLEL_ROWS", 3)
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 4)
+    np.testing.assert_array_equal(column.contains("dog"), whole)
+    np.testing.assert_array_equal(whole, np.arange(1001) % 7 == 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -57,6 +58,10 @@ def release_arrow_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
+# Below this many rows per core a text search is not split across threads (the threads would cost more).
+_PARALLEL_ROWS = 250_000
+
+
 class TextColumn:
     """A column of strings held as one Arrow array: indexing gives a ``str``, :meth:`contains` searches it."""
 
@@ -75,10 +80,26 @@ class TextColumn:
             yield from self._array.slice(chunk, 65_536).to_pylist()
 
     def contains(self, needle: str) -> np.ndarray:
-        """Rows whose text contains ``needle``, ignoring case, as a bool array."""
-        found = pc.match_substring(self._array, needle, ignore_case=True)
-        out = np.asarray(found.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
-        del found
+        """Rows whose text contains ``needle``, ignoring case, as a bool array.
+
+        Arrow's kernel runs on one core; large columns are searched in zero-copy slices, one per core, on
+        threads (the kernel releases the GIL), each slice writing its part of the result.
+        """
+        n = len(self._array)
+        out = np.zeros(n, dtype=bool)
+        parts = min(os.cpu_count() or 1, max(1, n // _PARALLEL_ROWS))
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+
+        def search(k: int) -> None:
+            lo, hi = int(bounds[k]), int(bounds[k + 1])
+            found = pc.match_substring(self._array.slice(lo, hi - lo), needle, ignore_case=True)
+            out[lo:hi] = found.fill_null(False).to_numpy(zero_copy_only=False)
+
+        if parts == 1:
+            search(0)
+        else:
+            with ThreadPoolExecutor(parts) as pool:
+                list(pool.map(search, range(parts)))
         release_arrow_memory()
         return out
 
