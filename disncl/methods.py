@@ -28,7 +28,8 @@ class Method:
     hyperparameters. ``uses_split`` says whether it reads the trainer's clean probability after
     warm-up; ``warmup`` is the warm-up ``train.warmup: auto`` gives it and ``split_score`` what
     ``split.score: auto`` fits its split on, each method's chosen on its own validation runs
-    (docs/method.md §9.5-9.6).
+    (docs/method.md §9.5-9.6; InfoNCE, which trains without the split, keeps Eq. 6's loss for the
+    clean probability its pair scores report).
     """
 
     name: str
@@ -58,9 +59,9 @@ METHODS: dict[str, Method] = {
         Method("infonce", "InfoNCE", f"{_OBJECTIVES}:infonce_objective", uses_split=False, spaces=("full",),
                config_section="infonce", colour="tab:gray"),
         Method("ncr", "NCR-style", f"{_OBJECTIVES}:ncr_objective", uses_split=True, spaces=("full",),
-               config_section="infonce", colour="tab:blue"),
+               config_section="infonce", colour="tab:blue", split_score="cosine"),
         Method("srem", "SREM", f"{_OBJECTIVES}:srem_objective", uses_split=True, spaces=("full",),
-               config_section="srem", colour="tab:green"),
+               config_section="srem", colour="tab:green", split_score="cosine"),
         Method("disncl", "DisNCL", f"{_OBJECTIVES}:disncl_objective", uses_split=True, spaces=("mii", "full"),
                config_section="loss", colour="tab:red", warmup="gated", split_score="cosine"),
     )

@@ -73,6 +73,6 @@ def test_the_split_score_is_each_methods_own_unless_set():
     from disncl.methods import METHOD_NAMES
 
     scores = {m: load_config(None, [f"train.method={m}"]).split_score() for m in METHOD_NAMES}
-    assert scores == {"infonce": "loss", "ncr": "loss", "srem": "loss", "disncl": "cosine"}
-    assert load_config(None, ["train.method=srem", "split.score=cosine"]).split_score() == "cosine"
+    assert scores == {"infonce": "loss", "ncr": "cosine", "srem": "cosine", "disncl": "cosine"}
+    assert load_config(None, ["train.method=srem", "split.score=loss"]).split_score() == "loss"
     assert load_config(None, ["train.method=disncl", "split.score=loss"]).split_score() == "loss"

@@ -62,5 +62,5 @@ class SplitConfig:
     # What the mixture is fitted on: "loss", the per-pair InfoNCE over fixed random batches (Eq. 6), or
     # "cosine", the pair's own distance 1 − cos in the selection space (Eq. 6e), which no batch
     # composition perturbs (docs/method.md §5.3). "auto": the method's own (disncl.methods: cosine for
-    # DisNCL, loss for the baselines; docs/method.md §9.6).
+    # the methods that train with the split, loss for InfoNCE; docs/method.md §9.6).
     score: Literal["auto", "loss", "cosine"] = "auto"
