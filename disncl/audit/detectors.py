@@ -12,7 +12,7 @@ from disncl.serve.pair_scores import PairScores
 
 DETECTORS = {
     "clean_prob": "learned clean probability (GMM split)",
-    "loss": "per-pair loss (what the split is fitted on; low = clean)",
+    "loss": "the score the split is fitted on (1 − cos or Eq. 6's per-pair loss; low = clean)",
     "full_sim": "cosine, tower space (CLIP-score filter)",
     "mii_sim": "cosine, MII space",
 }

@@ -309,7 +309,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, and the warm-up each method does not use where the two differ: "
-                 "186 runs, about 7 h 10 min on a 2-core CPU"),
+                 "216 runs, about 8 h on a 2-core CPU (the slower machine of docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split"),
     confirm_variants=("v1_default", "soft_rematch", "loss_split"),

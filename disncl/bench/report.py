@@ -162,7 +162,7 @@ class Report:
 
         rows = [[label] + [cell(method, column, rate) for rate in rates] for method, column, label in (
             ("disncl", "clean_prob", "DisNCL: learned clean probability (GMM split)"),
-            ("disncl", "loss", "DisNCL: per-pair loss (what the split is fitted on)"),
+            ("disncl", "loss", "DisNCL: the score the split is fitted on (1 − cos in MII, Eq. 6e)"),
             ("disncl", "full_sim", "DisNCL: cosine, tower space"),
             ("disncl", "mii_sim", "DisNCL: cosine, MII space"),
             ("infonce", "full_sim", "InfoNCE: cosine (the CLIP-score filter)"),
@@ -613,11 +613,12 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
         lines += ["caption convention:", "", rep.auroc_table("caption", extra), ""]
     lines += [f"![AUROC vs noise]({rel['auroc_vs_noise.png']})", ""]
     lines += ["Noise detectors side by side (`python -m disncl audit` reports the same on your data): the learned "
-              "clean probability, the per-pair loss it is fitted on (Eq. 6), and plain cosine similarity in the "
-              "tower space and in the MII space, all from the last epoch's `pair_scores.csv` (per-image noise; the "
-              "grid's seeds, plus the focus seeds at the focus rate; – where the run's pair scores were not kept). "
-              "The clean probability ranks pairs as its loss does; where both trail the pair's own cosine, the "
-              "loss's random in-batch negatives are the cause (docs/method.md §5.3, Eq. 12b).",
+              "clean probability, the score it is fitted on (the pair's distance 1 − cos, Eq. 6e, for every method "
+              "with a split since docs/method.md §9.6; Eq. 6's per-pair loss before), and plain cosine similarity "
+              "in the tower space and in the MII space, all from the last epoch's `pair_scores.csv` (per-image "
+              "noise; the grid's seeds, plus the focus seeds at the focus rate; – where the run's pair scores were "
+              "not kept). With Eq. 6's loss the clean probability trailed the pair's own cosine because the loss's "
+              "negatives are one random batch (§5.3, Eq. 12b); fitted on the distance, it matches the cosine.",
               "", rep.detector_table(), ""]
     lines += ["## Convergence", "", "Validation rSum per epoch; the checkpoint kept is the best validation epoch.", "",
               rep.convergence_table(), "", f"![validation curves]({rel['val_curves.png']})", ""]
