@@ -91,3 +91,37 @@ def test_cosine_split_fits_the_mixture_on_the_pairs_own_distance(tiny_synth, tmp
                 progress=False)
     loss = PairScores.read(run / "pair_scores.csv")
     assert np.abs(loss.loss - (1 - loss.mii_sim)).max() > 0.1
+
+
+def test_the_warm_up_gate_reads_eq6s_loss_whatever_the_split_is_fitted_on() -> None:
+    """With the split on the distance (Eq. 6e), the gate's Ashman's D is still that of Eq. 6's loss."""
+    from disncl.config import load_config
+    from disncl.data.noise import NoisyPairs
+    from disncl.eval.encode import Embeddings
+    from disncl.train.loop import gate_bimodality, score_embeddings
+    from disncl.train.noise_split import bimodality
+    from disncl.train.scoring import per_pair_loss
+
+    rng = np.random.default_rng(0)
+
+    def unit(n: int, d: int) -> np.ndarray:
+        x = rng.normal(size=(n, d)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    img, txt = unit(60, 8), unit(300, 8)
+    truth = np.repeat(np.arange(60), 5)
+    paired = np.where(rng.random(300) < 0.4, rng.integers(0, 60, 300), truth)
+    # Clean captions lie near their image, so the two scores differ in shape.
+    txt[paired == truth] = img[truth[paired == truth]] + 0.3 * txt[paired == truth]
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    emb = Embeddings(img_full=img, img_mii=img, txt_full=txt, txt_mii=txt)
+    pairs = NoisyPairs(caption=np.arange(300), image=paired, is_clean=paired == truth)
+    cfg = load_config(None, ["train.method=disncl", "train.batch_size=32"])
+    assert cfg.split_score() == "cosine"
+    table, _ = score_embeddings(emb, pairs, cfg)
+    expected = bimodality(per_pair_loss(img, txt, pairs, cfg.split.tau, 32, cfg.train.seed), cfg.split)
+    assert gate_bimodality(emb, pairs, table, cfg) == expected
+    assert bimodality(table["loss"], cfg.split) != expected
+    loss_cfg = load_config(None, ["train.method=disncl", "train.batch_size=32", "split.score=loss"])
+    loss_table, _ = score_embeddings(emb, pairs, loss_cfg)
+    assert gate_bimodality(emb, pairs, loss_table, loss_cfg) == expected
