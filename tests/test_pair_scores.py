@@ -175,7 +175,8 @@ def test_the_fast_csv_reader_gives_what_the_line_parser_gives(tmp_path: Path, mo
 
 def test_columns_are_held_compactly_and_shown_as_written(tmp_path: Path) -> None:
     """int32 indices and float32 scores (half of int64/float64 at 10 M pairs); explain() gives the values
-    as the file prints them, and a score beyond float32's range is refused by either reader."""
+    as the file prints them, and a score beyond float32's range is refused (the fast reader hands it to the
+    line parser, which names the column)."""
     path = _write(tmp_path / "pair_scores.csv")
     scores = PairScores.read(path)
     assert scores.pair.dtype == np.int32 and scores.best_caption_for_image.dtype == np.int32

@@ -200,7 +200,8 @@ class Report:
                        "noise AUROC", "Δ test rSum vs reference, same seeds", "reference"], rows)
 
     def cells_table(self) -> str:
-        """Each variant run outside the focus cell (``extra_runs``) against the default run of its cell, by seed."""
+        """Each variant run outside the focus cell (``extra_runs``) against its reference run of the same cell (the
+        default, or the variant's ``VARIANT_BASE``), by seed."""
         keys = dict.fromkeys((s.method, s.noise_kind, s.noise_rate, s.confound, s.data_seed, s.ablation)
                              for s in self.preset.extra_runs_resolved() if s.ablation)
         rows = []
