@@ -514,13 +514,15 @@ def _explorer_handlers(services: logic.Services) -> tuple[Callable[..., Any], ..
     """The explorer tab's API endpoints (explorer, explain_pair, export_flagged), bound to ``services``."""
 
     @functools.lru_cache(maxsize=64)
-    def histogram(t: float) -> PlotData:
-        """The histogram at threshold ``t``, drawn and encoded once: encoding the figure is what gr.Plot would
-        do on every call (about 0.2 s here), while only the threshold changes the picture."""
-        return PlotData(type="matplotlib", plot=encode_plot_to_base64(logic.histogram_figure(services, t), "webp"))
+    def histogram(t: float, n: float | None) -> PlotData:
+        """The histogram under a flag rule, drawn and encoded once: encoding the figure is what gr.Plot would
+        do on every call (about 0.2 s here), while only the rule changes the picture."""
+        figure = logic.histogram_figure(services, t, count=n)
+        return PlotData(type="matplotlib", plot=encode_plot_to_base64(figure, "webp"))
 
-    def explorer(t: float, show_: str, sort: str, desc: bool, text: str, rows: float) -> tuple[Any, ...]:
-        """The noisy-pair explorer at a threshold: counts and detection quality, histogram, table of pairs.
+    def explorer(t: float, show_: str, sort: str, desc: bool, text: str, rows: float,
+                 n: float | None = None) -> tuple[Any, ...]:
+        """The noisy-pair explorer under a flag rule: counts and detection quality, histogram, table of pairs.
 
         Parameters:
             t: flag pairs whose clean probability is at most this (0-1).
@@ -529,14 +531,16 @@ def _explorer_handlers(services: logic.Services) -> tuple[Callable[..., Any], ..
             desc: sort descending.
             text: keep captions containing this text (empty keeps all).
             rows: at most this many rows.
+            n: flag exactly the n least likely pairs instead (the count rule set by /flag_threshold; empty:
+                the threshold decides).
         Returns:
             the counts as text, the summary as JSON (precision, recall, AUROC where ground truth exists),
             the histogram and the table.
         """
         with shown_to_user():
-            summary = logic.explorer_summary(services, t)
-            data = logic.explorer_rows(services, t, show_, sort, desc, text, rows, thumbnail_markdown)
-            figure = histogram(t)
+            summary = logic.explorer_summary(services, t, n)
+            data = logic.explorer_rows(services, t, show_, sort, desc, text, rows, thumbnail_markdown, count=n)
+            figure = histogram(t, n)
         return (
             logic.summary_markdown(summary),
             summary,
@@ -545,40 +549,45 @@ def _explorer_handlers(services: logic.Services) -> tuple[Callable[..., Any], ..
             [row[0] for row in data],
         )
 
-    def explain_pair(p: float | None, t: float) -> tuple[Any, ...]:
+    def explain_pair(p: float | None, t: float, n: float | None = None) -> tuple[Any, ...]:
         """Why a training pair is flagged: its scores, the caption its image prefers, the best image for its caption.
 
         Parameters:
             p: the pair number (the table's first column).
             t: the flagging threshold.
+            n: flag exactly the n least likely pairs instead (the count rule set by /flag_threshold; empty:
+                the threshold decides).
         Returns:
             the explanation, the pair's image and the best image for its caption.
         """
         with shown_to_user():
             if p is None:
                 raise logic.AppError("no pair: click a row of the table or type a pair number")
-            found = logic.explain_pair(services, p, t)
+            found = logic.explain_pair(services, p, t, n)
         return found.markdown, _optional_str(found.image), _optional_str(found.best_image)
 
-    def export_flagged(t: float) -> tuple[str, list[str]]:
-        """Export the pairs flagged at a threshold as CSV, and the pairing as a noise index with per-caption flags.
+    def export_flagged(t: float, n: float | None = None) -> tuple[str, list[str]]:
+        """Export the flagged pairs as CSV, and the pairing as a noise index with per-caption flags.
 
         Parameters:
             t: flag pairs whose clean probability is at most this (0-1).
+            n: flag exactly the n least likely pairs instead (the count rule set by /flag_threshold; empty:
+                the threshold decides).
         Returns:
             the CSV file and the noise-index files (.npy, .json sidecar, .flagged.npy).
         """
         with shown_to_user():
-            csv_path, index_paths = logic.export_flagged(services, t)
+            csv_path, index_paths = logic.export_flagged(services, t, n)
         return str(csv_path), [str(p) for p in index_paths]
 
     return explorer, explain_pair, export_flagged
 
 
 EXPLORER_INTRO = (
-    "Every training pair with the clean probability the model assigned it (the posterior of the low-loss "
-    "mode of a two-component mixture on per-pair losses, docs/method.md Eq. 6). Pairs at or below the "
-    "threshold are **flagged** as probably mismatched. Click a row to see why."
+    "Every training pair with the clean probability the model assigned it (the posterior of the clean "
+    "mode of a two-component mixture on each pair's distance or loss, docs/method.md Eq. 6, 6e). Pairs at or "
+    "below the threshold, or the N least likely by count, are **flagged** as probably mismatched. Click a row "
+    "to see why."
 )
 
 
@@ -595,7 +604,7 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
                               elem_id="explorer-threshold")
         show = gr.Radio(list(logic.EXPLORER_SHOW), value="all", label="Show", scale=2)
     light = {"concurrency_id": "tables", "concurrency_limit": TABLE_CONCURRENCY}
-    _flag_by_count(services, threshold, light)
+    flag = [threshold, _flag_by_count(services, threshold, light)]
     with gr.Row():
         sort_by = gr.Dropdown(list(logic.EXPLORER_SORTS), value="clean probability", label="Sort by", scale=2)
         descending = gr.Checkbox(value=False, label="Descending", scale=1)
@@ -622,52 +631,63 @@ def _explorer_tab(demo: gr.Blocks, services: logic.Services) -> None:
     def row_pair(pairs: list[int], evt: gr.SelectData) -> int:
         return _picked_from(pairs, evt)
 
-    inputs = [threshold, show, sort_by, descending, contains, limit]
+    inputs = [threshold, show, sort_by, descending, contains, limit, flag[1]]
     outputs = [counts, metrics, histogram, table, shown_pairs]
     gr.on(
-        [threshold.change, show.change, sort_by.change, descending.change, contains.submit, limit.release],
+        [threshold.change, flag[1].change, show.change, sort_by.change, descending.change, contains.submit,
+         limit.release],
         explorer, inputs, outputs, api_name="explorer", trigger_mode="always_last", show_progress="hidden", **light,
     )
     gr.on(
-        [pair.submit], explain_pair, [pair, threshold], [why, own_image, best_image], api_name="explain_pair", **light
+        [pair.submit], explain_pair, [pair, *flag], [why, own_image, best_image], api_name="explain_pair", **light
     )
     table.select(row_pair, shown_pairs, pair, api_visibility="private").then(
-        explain_pair, [pair, threshold], [why, own_image, best_image], api_visibility="private", **light
+        explain_pair, [pair, *flag], [why, own_image, best_image], api_visibility="private", **light
     )
-    export.click(export_flagged, threshold, [csv_file, noise_files], api_name="export_flagged", **light)
+    export.click(export_flagged, flag, [csv_file, noise_files], api_name="export_flagged", **light)
 
     # Fill the tab when the page opens, at the default settings.
     demo.load(explorer, inputs, outputs, api_visibility="private", **light)
-    _review_section(demo, services, threshold, light)
+    _review_section(demo, services, flag, light)
     _duplicates_section(services, light)
-    _map_section(services, threshold, pair, [why, own_image, best_image], explain_pair, light)
+    _map_section(services, flag, pair, [why, own_image, best_image], explain_pair, light)
 
 
-def _flag_by_count(services: logic.Services, threshold: gr.Slider, light: dict[str, Any]) -> None:
-    """Set the threshold so that it flags the N (or x %) least likely pairs, as DataComp-style filters do."""
+def _flag_by_count(services: logic.Services, threshold: gr.Slider, light: dict[str, Any]) -> gr.Number:
+    """Flag exactly the N (or x %) least likely pairs, as DataComp-style filters do; returns the hidden count
+    that every flagging endpoint reads beside the threshold (empty: the threshold decides)."""
     with gr.Row(equal_height=True):
         flag_by = gr.Radio(["count", "percent"], value="percent", label="…or flag the least likely pairs by",
                            scale=2)
         flag_amount = gr.Number(value=30, label="how many (count) or what share (percent)", minimum=0, scale=2,
                                 elem_id="flag-amount")
-        set_threshold = gr.Button("Set the threshold", scale=1, elem_id="flag-button")
+        set_threshold = gr.Button("Flag them", scale=1, elem_id="flag-button")
+    count = gr.Number(value=None, precision=0, visible=False, elem_id="flag-count")
 
-    def flag_threshold(by: str, amount: float) -> float:
-        """The clean-probability threshold that flags the least likely pairs by count or by percentage.
+    def flag_threshold(by: str, amount: float) -> tuple[float, int | None]:
+        """The flag rule that flags exactly the least likely pairs by count or by percentage.
 
         Parameters:
             by: "count" (the N least likely pairs) or "percent" (the x % least likely).
             amount: N or x.
         Returns:
-            the threshold (pairs tied with it are flagged too); the explorer and export then use it.
+            the threshold (the clean probability of the N-th pair, for the slider) and N; pass both to
+            /explorer, /explain_pair, /export_flagged, /review_queue, /export_review and /embedding_map.
+            Ties in clean probability are broken by MII similarity, then pair number (docs/method.md Eq. 12c).
         """
         with shown_to_user():
-            return logic.threshold_for(services, by, amount)
+            return logic.flag_rule_for(services, by, amount)
 
-    set_threshold.click(flag_threshold, [flag_by, flag_amount], threshold, api_name="flag_threshold", **light)
+    set_threshold.click(flag_threshold, [flag_by, flag_amount], [threshold, count], api_name="flag_threshold",
+                        **light)
+    # Moving the slider by hand returns to the threshold rule.
+    threshold.input(lambda: None, None, count, api_visibility="private", queue=False)
+    return count
 
 
-def _review_section(demo: gr.Blocks, services: logic.Services, threshold: gr.Slider, light: dict[str, Any]) -> None:
+def _review_section(
+    demo: gr.Blocks, services: logic.Services, flag: list[gr.components.Component], light: dict[str, Any]
+) -> None:
     """Flagged pairs with suggested re-matches, decided one by one, exported as a corrected captions file."""
     with gr.Accordion("Review queue: flagged pairs with a suggested re-match", open=False):
         gr.Markdown(
@@ -691,32 +711,39 @@ def _review_section(demo: gr.Blocks, services: logic.Services, threshold: gr.Sli
 
     review_queue, review_decide, export_review = _review_handlers(services)
 
-    refresh = {"fn": review_queue, "inputs": [threshold, decisions], "outputs": [queue, shown], **light}
-    gr.on([threshold.change], api_name="review_queue", **refresh)
+    # Hidden progress: an update that finishes while the accordion is closed can leave the queue's loading
+    # indicator frozen on screen once it opens (seen in the browser test); always_last: the count button
+    # changes both inputs at once, and the queue must follow the last of them.
+    refresh = {"fn": review_queue, "inputs": [flag[0], decisions, flag[1]], "outputs": [queue, shown],
+               "show_progress": "hidden", **light}
+    gr.on([flag[0].change, flag[1].change], api_name="review_queue", trigger_mode="always_last", **refresh)
     def row_pair(ids: list[int], evt: gr.SelectData) -> int:
         return _picked_from(ids, evt)
 
     queue.select(row_pair, shown, pair, api_visibility="private")
     record.click(review_decide, [decisions, pair, decision], decisions, api_name="review_decide", **light).then(
         api_visibility="private", **refresh)
-    export.click(export_review, [threshold, decisions], files, api_name="export_review", **light)
+    export.click(export_review, [flag[0], decisions, flag[1]], files, api_name="export_review", **light)
     demo.load(api_visibility="private", **refresh)
 
 
 def _review_handlers(services: logic.Services) -> tuple[Callable[..., Any], ...]:
     """The review queue's API endpoints (review_queue, review_decide, export_review), bound to ``services``."""
 
-    def review_queue(t: float, decided: dict[str, str] | None) -> tuple[dict[str, Any], list[int]]:
-        """The review queue at a threshold: flagged pairs, least likely first, with suggested re-matches.
+    def review_queue(t: float, decided: dict[str, str] | None,
+                     n: float | None = None) -> tuple[dict[str, Any], list[int]]:
+        """The review queue under a flag rule: flagged pairs, least likely first, with suggested re-matches.
 
         Parameters:
             t: flag pairs whose clean probability is at most this (0-1).
             decided: the decisions so far, {pair: "accept" | "keep" | "drop"}.
+            n: flag exactly the n least likely pairs instead (the count rule set by /flag_threshold; empty:
+                the threshold decides).
         Returns:
             the queue as a table (at most 100 rows).
         """
         with shown_to_user():
-            rows = logic.review_rows(services, t, decided, 100, thumbnail_markdown)
+            rows = logic.review_rows(services, t, decided, 100, thumbnail_markdown, count=n)
         return _table(logic.REVIEW_HEADERS, rows), [row[0] for row in rows]
 
     def review_decide(decided: dict[str, str] | None, p: float | None, d: str) -> dict[str, str]:
@@ -727,17 +754,19 @@ def _review_handlers(services: logic.Services) -> tuple[Callable[..., Any], ...]
                 raise logic.AppError("no pair: click a row of the queue or type a pair number")
             return logic.decide(services, decided, p, d)
 
-    def export_review(t: float, decided: dict[str, str] | None) -> list[str]:
+    def export_review(t: float, decided: dict[str, str] | None, n: float | None = None) -> list[str]:
         """Export the review: the corrected captions file (image,caption) and the keep and drop lists.
 
         Parameters:
             t: the flagging threshold.
             decided: the decisions, {pair: "accept" | "keep" | "drop"}; flagged pairs left out are dropped.
+            n: flag exactly the n least likely pairs instead (the count rule set by /flag_threshold; empty:
+                the threshold decides).
         Returns:
             the three files.
         """
         with shown_to_user():
-            return [str(f) for f in logic.export_review(services, t, decided)]
+            return [str(f) for f in logic.export_review(services, t, decided, n)]
 
     return review_queue, review_decide, export_review
 
@@ -771,7 +800,8 @@ def _duplicates_section(services: logic.Services, light: dict[str, Any]) -> None
 
 
 def _map_section(
-    services: logic.Services, threshold: gr.Slider, pair: gr.Number, detail: list[gr.components.Component],
+    services: logic.Services, flag: list[gr.components.Component], pair: gr.Number,
+    detail: list[gr.components.Component],
     explain_pair: Callable[..., Any], light: dict[str, Any],
 ) -> None:
     """The embedding map; clicking a point shows the nearest training pair's "why flagged" above."""
@@ -784,18 +814,20 @@ def _map_section(
         picture = gr.Image(show_label=False, interactive=False, elem_id="embedding-map", format="png")
     view = gr.State(None)
 
-    def embedding_map(space_: str, colour_by: str, t: float) -> tuple[Any, str, logic.MapView]:
+    def embedding_map(space_: str, colour_by: str, t: float,
+                      n: float | None = None) -> tuple[Any, str, logic.MapView]:
         """The 2-D map of the gallery's images and captions in a space, captions coloured by their pair's score.
 
         Parameters:
             space_: "mii" or "full".
             colour_by: "clean probability" or "flag".
             t: the flagging threshold (for "flag").
+            n: for "flag", the n least likely pairs instead (the count rule of /flag_threshold; empty: t).
         Returns:
             the map image and a summary line.
         """
         with shown_to_user():
-            drawn = logic.embedding_map(services, space_, colour_by, t)
+            drawn = logic.embedding_map(services, space_, colour_by, t, n)
         return drawn.image, drawn.summary, drawn
 
     def map_pick(space_: str, x: float, y: float) -> int:
@@ -817,11 +849,11 @@ def _map_section(
         x, y = drawn.to_map(*evt.index)
         return map_pick(space_, x, y)
 
-    draw.click(embedding_map, [space, colour, threshold], [picture, summary, view], api_name="embedding_map",
+    draw.click(embedding_map, [space, colour, *flag], [picture, summary, view], api_name="embedding_map",
                **light)
     gr.api(map_pick, api_name="map_pick", **light)
     picture.select(clicked, [space, view], pair, api_visibility="private").then(
-        explain_pair, [pair, threshold], detail, api_visibility="private", **light
+        explain_pair, [pair, *flag], detail, api_visibility="private", **light
     )
 
 

@@ -7,6 +7,7 @@ same quantity computed directly from the bundle, the gallery and the pair-scores
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import subprocess
@@ -29,7 +30,7 @@ import app  # noqa: E402  (needs the repository root on the path)
 import disncl.app as logic  # noqa: E402
 from disncl.serve.bundle import Bundle  # noqa: E402
 from disncl.serve.gallery import Gallery  # noqa: E402
-from disncl.serve.pair_scores import PairScores  # noqa: E402
+from disncl.serve.pair_scores import PairScores, plain_float  # noqa: E402
 
 # Gradio 6's queue calls pandas options that pandas 3 deprecates; noise from the library, not this app.
 pytestmark = [
@@ -306,20 +307,73 @@ def test_a_subword_tokenizer_has_no_unknown_words() -> None:
     assert unknown_words(bpe, unk_id, "a zebra on the beach") == []
 
 
-def test_threshold_by_count_or_percent_flags_the_least_likely_pairs(served: Served) -> None:
-    probs = np.sort(served.services.pair_scores.clean_prob)
-    for by, amount, n in (("count", 10, 10), ("percent", 30, round(0.3 * len(probs))), ("count", 0, 0)):
-        t = served.client.predict(by, amount, api_name="/flag_threshold")
-        flagged = int((probs <= t).sum())
-        assert flagged >= n and flagged == n + int((probs[n:] == t).sum()), (by, amount, t)
-        counts, summary, *_ = served.client.predict(t, "flagged", "clean probability", False, "", 1000,
-                                                    api_name="/explorer")
-        assert summary["n_flagged"] == flagged
-    assert logic.threshold_for(served.services, "probability", 0.25) == 0.25
-    with pytest.raises(Exception, match="count must be between 0 and"):
-        served.client.predict("count", len(probs) + 1, api_name="/flag_threshold")
+def _flag_order(scores: PairScores) -> np.ndarray:
+    """Eq. 12c by a full sort: clean probability, then MII similarity, then pair number."""
+    return np.lexsort((scores.pair, scores.mii_sim, scores.clean_prob))
+
+
+def test_flag_by_count_flags_exactly_n_through_every_endpoint(served: Served) -> None:
+    scores = served.services.pair_scores
+    order = _flag_order(scores)
+    for by, amount, n in (("count", 10, 10), ("percent", 30, round(0.3 * len(scores))), ("count", 0, 0)):
+        t, got = served.client.predict(by, amount, api_name="/flag_threshold")
+        assert got == n and t == (plain_float(np.sort(scores.clean_prob)[n - 1]) if n else 0.0), (by, amount)
+        expected = scores.pair[order[:n]].tolist()
+        _, summary, _, table, *_ = served.client.predict(t, "flagged", "clean probability", False, "", 1000, n,
+                                                         api_name="/explorer")
+        assert summary["n_flagged"] == n and summary["count"] == n
+        assert sorted(r[0] for r in _rows(table)) == sorted(expected)
+        csv_path, _ = served.client.predict(t, n, api_name="/export_flagged")
+        assert Path(csv_path).name == f"flagged_pairs_n{n}.csv"
+        assert sorted(PairScores.read(csv_path).pair.tolist()) == sorted(expected)
+        queue = served.client.predict(t, {}, n, api_name="/review_queue")
+        assert [r[0] for r in _rows(queue)] == expected[:100]
+    n = 10
+    t, _ = served.client.predict("count", n, api_name="/flag_threshold")
+    first, after = (int(scores.pair[order[i]]) for i in (n - 1, n))
+    why, *_ = served.client.predict(first, t, n, api_name="/explain_pair")
+    assert "flagged as noisy" in why and f"count rule: the {n} least likely" in why
+    why, *_ = served.client.predict(after, t, n, api_name="/explain_pair")
+    assert "kept as clean" in why
+    # Without the count the threshold decides, as before.
+    _, summary, *_ = served.client.predict(t, "flagged", "clean probability", False, "", 1000, api_name="/explorer")
+    assert summary["count"] == -1 and summary["n_flagged"] == int((scores.clean_prob <= t).sum())
+    assert logic.flag_rule_for(served.services, "probability", 0.25) == (0.25, None)
+    with pytest.raises(Exception, match="count must be a whole number between 0 and"):
+        served.client.predict("count", len(scores) + 1, api_name="/flag_threshold")
+    with pytest.raises(Exception, match="count must be a whole number between 0 and"):
+        served.client.predict("count", 2.5, api_name="/flag_threshold")
+    with pytest.raises(Exception, match="count must be a whole number of pairs between 0 and"):
+        served.client.predict(t, len(scores) + 1, api_name="/export_flagged")
     with pytest.raises(logic.AppError, match="flag by must be one of"):
-        logic.threshold_for(served.services, "top", 3)
+        logic.flag_rule_for(served.services, "top", 3)
+
+
+def test_count_rule_breaks_ties_in_clean_probability(served: Served) -> None:
+    """Where the posterior has underflowed to 0 for half the pairs, a threshold cannot flag fewer than
+    that half; the count rule flags exactly N, the lowest MII similarities of the tie first."""
+    scores = served.services.pair_scores
+    half = len(scores) // 2
+    low = np.argsort(scores.clean_prob, kind="stable")[:half]
+    prob = scores.clean_prob.copy()
+    prob[low] = 0.0
+    tied = dataclasses.replace(scores, clean_prob=prob)
+    services = dataclasses.replace(served.services, pair_scores=tied)
+    for n in (1, half // 3, half - 1, half, half + 2):
+        t, got = logic.flag_rule_for(services, "count", n)
+        assert got == n and (t == 0.0) == (n <= half)
+        assert logic.explorer_summary(services, t)["n_flagged"] >= half  # the threshold alone over-flags
+        summary = logic.explorer_summary(services, t, n)
+        flagged = tied.flagged(t, n)
+        assert summary["n_flagged"] == int(flagged.sum()) == n
+        assert np.array_equal(np.flatnonzero(flagged), np.sort(_flag_order(tied)[:n]))
+        if n < half:
+            assert tied.mii_sim[low][flagged[low]].max() <= tied.mii_sim[low][~flagged[low]].min()
+        rows = logic.review_rows(services, t, {}, 1000, count=n)
+        assert [r[0] for r in rows] == tied.pair[_flag_order(tied)[:n]].tolist()
+        keep, drop = (set(map(int, f.read_text().split())) for f in logic.export_review(services, t, {}, n)[1:])
+        assert len(drop) == n and len(keep) == len(tied) - n
+    assert logic.flag_rule_for(services, "percent", 25)[1] == round(0.25 * len(tied))
 
 
 def test_near_duplicates_are_the_pairs_above_the_cosine(served: Served) -> None:

@@ -17,6 +17,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +28,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 websockets_sync = pytest.importorskip("websockets.sync.client", reason="the browser test needs websockets")
@@ -141,10 +143,13 @@ class Browser:
 
     def wait_idle(self) -> None:
         """Wait until no Gradio component shows a loading indicator (its status tracker is hidden when idle)."""
-        self.wait_for(
-            "![...document.querySelectorAll('[data-testid=status-tracker]')].some(e => !e.classList.contains('hide'))",
-            "every pending event to finish",
-        )
+        busy = ("[...document.querySelectorAll('[data-testid=status-tracker]')]"
+                ".filter(e => !e.classList.contains('hide'))"
+                ".map(e => ((e.closest('[id]') || {}).id || '?') + ': ' + e.innerText.replace(/\\s+/g, ' '))")
+        try:
+            self.wait_for(f"{busy}.length === 0", "every pending event to finish")
+        except AssertionError as err:
+            raise AssertionError(f"{err}; still loading: {self.evaluate(busy)}") from None
 
     def screenshot(self, path: Path) -> Path:
         """Save the whole page (not just the window) as a PNG, once the app is idle."""
@@ -220,7 +225,9 @@ def images_loaded(elem_id: str, at_least: int = 1) -> str:
 
 
 def text_of(elem_id: str) -> str:
-    return f"(document.querySelector('#{elem_id}') || {{}}).innerText || ''"
+    """A JS expression for the element's text ('' while it is absent), parenthesised so that it composes:
+    ``text_of(x) + ".includes(...)"`` must call ``includes`` on the text, not on the fallback ''."""
+    return f"((document.querySelector('#{elem_id}') || {{}}).innerText || '')"
 
 
 @pytest.fixture(scope="module")
@@ -345,18 +352,40 @@ def open_accordion(browser: Browser, label_start: str) -> None:
     )
 
 
-def test_auditor_features_in_the_browser(browser: Browser, audit_page_url: str, shots: Path) -> None:
+def test_auditor_features_in_the_browser(
+    browser: Browser, audit_page_url: str, page_url: tuple[str, logic.Services], shots: Path
+) -> None:
     browser.open(audit_page_url)
     browser.wait_for("!!document.querySelector('#search-query')", "the Gradio app to render")
     open_tab(browser, "Noisy-pair explorer")
     before = browser.wait_for(f"{text_of('explorer-counts')}.includes('training pairs flagged') && "
                               f"{text_of('explorer-counts')}", "the explorer's counts")
-    # Flag the 10 % least likely pairs, DataComp-style: the threshold moves, the counts follow.
+    # Flag the 10 % least likely pairs, DataComp-style: exactly that many, ties or not.
     type_into(browser, "flag-amount", "10")
     click(browser, "#flag-button")
-    browser.wait_for(f"{text_of('explorer-counts')} !== {_js(before)}", "the counts at the new threshold")
+    counts = browser.wait_for(f"{text_of('explorer-counts')}.includes('count rule') && {text_of('explorer-counts')}",
+                              "the counts under the count rule")
+    assert counts != before
+    found = re.search(r"([\d,]+) of .* the ([\d,]+) least likely clean", counts)
+    assert found and found[1] == found[2], counts
     open_accordion(browser, "Review queue")
     browser.wait_for(images_loaded("review-queue", at_least=2), "the review queue with its thumbnails")
+    # The queue follows the count rule: scrolled to its end, its last row is the N-th pair of the flag order.
+    scores = page_url[1].pair_scores
+    last = int(scores.pair[np.lexsort((scores.pair, scores.mii_sim, scores.clean_prob))[int(found[1]) - 1]])
+    browser.wait_for(
+        "(() => { const v = document.querySelector('#review-queue .virtual-table-viewport');"
+        " v.scrollTop = v.scrollHeight; const rows = [...document.querySelectorAll('#review-queue .virtual-row')];"
+        " return rows.length && rows[rows.length - 1].querySelector('.body-cell').innerText.trim()"
+        f" === '{last}'; }})()",
+        f"the review queue to end at pair {last}, the last of the {found[1]} flagged",
+    )
+    # Moving the threshold by hand returns to the probability rule.
+    type_into(browser, "explorer-threshold", "0.5")
+    browser.wait_for(f"{text_of('explorer-counts')}.includes('at clean probability ≤ 0.50')",
+                     "the counts back on the threshold rule")
+    click(browser, "#flag-button")  # and back to the count rule, for the screenshot
+    browser.wait_for(f"{text_of('explorer-counts')}.includes('count rule')", "the counts under the count rule")
     open_accordion(browser, "Near-duplicates")
     click(browser, "#duplicates-button")
     browser.wait_for(f"{text_of('duplicates-summary')}.includes('pairs at full-space cosine')", "near-duplicates")

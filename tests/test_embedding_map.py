@@ -103,6 +103,11 @@ def test_map_endpoints_draw_and_pick_the_nearest_pair(served_train) -> None:
     image, summary = client.predict("mii", "flag", 0.5, api_name="/embedding_map")
     assert Image.open(image).size == (700, 500)
     assert f"{services.gallery.n_captions} captions are training pairs" in summary
+    # Under a count rule the flag colours follow the count: none flagged (red only in the legend), then all.
+    every = len(services.pair_scores)
+    drawn = [client.predict("mii", "flag", 0.5, n, api_name="/embedding_map")[0] for n in (0, every)]
+    red = [int((np.asarray(Image.open(path))[..., :3] == (0xE4, 0x57, 0x56)).all(-1).sum()) for path in drawn]
+    assert red[1] > red[0] + 1000, red
     xy = services.gallery.map_coordinates("mii")[services.gallery.n_images :]
     for c in (0, 7, len(xy) - 1):
         pair = client.predict("mii", float(xy[c, 0]), float(xy[c, 1]), api_name="/map_pick")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,32 @@ def test_flags_and_summary_match_a_hand_count(scores: PairScores) -> None:
     # A threshold flagging everything catches every noisy pair at precision 1/2.
     everything = scores.summary(1.0)
     assert everything["noisy_recall"] == 1.0 and everything["noisy_precision"] == 0.5
+
+
+def test_a_count_rule_flags_exactly_n_in_the_flag_order(scores: PairScores) -> None:
+    # Pairs 1, 4, 5 and 7 tie at clean probability 0; pairs 4 and 7 also tie in MII similarity.
+    prob = scores.clean_prob.copy()
+    prob[[1, 4, 5, 7]] = 0.0
+    mii = scores.mii_sim.copy()
+    mii[[4, 7]] = 0.1
+    tied = dataclasses.replace(scores, clean_prob=prob, mii_sim=mii)
+    # Eq. 12c by hand: the zeros by MII similarity (pair 1 at -0.04, then 4 and 7 at 0.1 by pair number,
+    # then 5 at 0.49), then pair 2 (0.6), 3 (0.8), 0 (0.9), 6 (0.95).
+    order = [1, 4, 7, 5, 2, 3, 0, 6]
+    for n in range(9):
+        assert np.flatnonzero(tied.flagged(0.5, n)).tolist() == sorted(order[:n]), n
+        assert tied.summary(0.5, n)["n_flagged"] == n
+    # Pair 1 noisy, 4 clean: the 2 least likely catch one noisy pair of four.
+    two = tied.summary(0.0, 2)
+    assert two["count"] == 2 and two["noisy_precision"] == 0.5 and two["noisy_recall"] == 0.25
+    assert tied.summary(0.0)["n_flagged"] == 4 and tied.summary(0.0)["count"] == -1
+    assert tied.explain(7, 0.0, 3)["flagged"] and not tied.explain(5, 0.0, 3)["flagged"]
+    assert tied.nth_least_likely(5) == pytest.approx(0.6)
+    hist = tied.histogram(bins=2, threshold=0.0, count=3)
+    assert hist["flagged"].tolist() == [3, 0] and hist["kept"].tolist() == [1, 4]
+    for bad in (-1, 9, 2.0, True):
+        with pytest.raises(ValueError, match="count must be a whole number of pairs between 0 and 8"):
+            tied.flagged(0.5, bad)
 
 
 def test_summary_without_ground_truth_has_no_quality_metrics(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ from disncl.app.explorer import (
     explorer_rows,
     explorer_summary,
     export_flagged,
+    flag_rule_for,
     histogram_figure,
     summary_markdown,
-    threshold_for,
 )
 from disncl.app.inspector import (
     inspect_pair,
@@ -100,7 +100,7 @@ __all__ = [
     "FLAG_BY",
     "explorer_rows",
     "explorer_summary",
-    "threshold_for",
+    "flag_rule_for",
     "export_flagged",
     "histogram_figure",
     "image_gallery_items",

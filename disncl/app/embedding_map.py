@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from disncl.app.explorer import check_threshold
+from disncl.app.explorer import check_count, check_threshold
 from disncl.app.services import SPACE_NAMES, SPACES, AppError, Services
 
 MAP_COLOURS = ("clean probability", "flag")
@@ -70,12 +70,16 @@ def _check_space(space: str) -> str:
     return space
 
 
-def embedding_map(services: Services, space: str, colour_by: str, threshold: float) -> MapView:
-    """Draw the map of ``space`` with captions coloured by ``colour_by`` (:data:`MAP_COLOURS`)."""
+def embedding_map(
+    services: Services, space: str, colour_by: str, threshold: float, count: float | None = None
+) -> MapView:
+    """Draw the map of ``space`` with captions coloured by ``colour_by`` (:data:`MAP_COLOURS`); "flag"
+    colours by the flag rule (the threshold, or ``count``)."""
     _check_space(space)
     if colour_by not in MAP_COLOURS:
         raise AppError(f"colour_by must be one of {', '.join(MAP_COLOURS)}, got {colour_by!r}")
     t = check_threshold(threshold)
+    n = check_count(services, count)
     gallery = services.gallery
     xy = np.asarray(gallery.map_coordinates(space))
     img_xy, cap_xy = xy[: gallery.n_images], xy[gallery.n_images :]
@@ -92,9 +96,10 @@ def embedding_map(services: Services, space: str, colour_by: str, threshold: flo
         prob = services.pair_scores.clean_prob[rows[linked]]
         pts = cap_xy[linked][::step]
         if colour_by == "flag":
-            flagged = prob[::step] <= t
+            flagged = services.pair_scores.flagged(t, n)[rows[linked]][::step]
+            rule = f"≤ {t:.2f}" if n is None else f"the {n:,} least likely"
             ax.scatter(*pts[~flagged].T, s=9, c="#4c78a8", label="kept pairs")
-            ax.scatter(*pts[flagged].T, s=12, c="#e45756", label=f"flagged pairs (≤ {t:.2f})")
+            ax.scatter(*pts[flagged].T, s=12, c="#e45756", label=f"flagged pairs ({rule})")
         else:
             dots = ax.scatter(*pts.T, s=9, c=prob[::step], cmap="RdYlBu", vmin=0, vmax=1, label="training pairs")
             fig.colorbar(dots, cax=fig.add_axes((0.85, 0.1, 0.025, 0.84)), label="clean probability")

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from disncl.app.limits import check_text_length
 from disncl.app.services import AppError, Services
 from disncl.serve.gallery import UnsafePathError, safe_relative_path
-from disncl.serve.pair_scores import PairScores, plain_float
+from disncl.serve.pair_scores import PairScores
 
 EXPLORER_SORTS = {
     "clean probability": "clean_prob",
@@ -54,6 +54,20 @@ def check_threshold(threshold: float) -> float:
     return value
 
 
+def check_count(services: Services, count: float | None) -> int | None:
+    """A count rule's N (``None``: no count rule, the threshold decides), as a whole number of pairs."""
+    if count is None or count == "":
+        return None
+    n = len(require_pair_scores(services))
+    try:
+        value = float(count)
+    except (TypeError, ValueError) as exc:
+        raise AppError(f"count {count!r} is not a number") from exc
+    if not (value.is_integer() and 0 <= value <= n):
+        raise AppError(f"count must be a whole number of pairs between 0 and {n}, got {count}")
+    return int(value)
+
+
 def pair_image_path(services: Services, relative: str | None) -> Path | None:
     """A training image (path relative to the data root) if it lies under the gallery root and exists.
 
@@ -82,14 +96,16 @@ def explorer_rows(
     contains: str = "",
     limit: float = 200,
     thumbnail: Callable[[Path | None], str] = lambda p: "" if p is None else str(p),
+    count: float | None = None,
 ) -> list[list[Any]]:
     """Rows of the explorer table (:data:`EXPLORER_HEADERS`), filtered, sorted and cut to ``limit``.
 
-    ``show`` keeps all, only flagged (clean probability ≤ threshold) or only kept pairs; ``contains``
-    keeps captions containing that text (case-insensitive); ``thumbnail`` renders an image path.
+    ``show`` keeps all, only flagged (clean probability ≤ threshold, or with ``count`` the N first in the
+    flag order, Eq. 12c) or only kept pairs; ``contains`` keeps captions containing that text
+    (case-insensitive); ``thumbnail`` renders an image path.
     """
     scores = require_pair_scores(services)
-    flag = scores.flagged(check_threshold(threshold))
+    flag = scores.flagged(check_threshold(threshold), check_count(services, count))
     if show not in EXPLORER_SHOW:
         raise AppError(f"show must be one of {', '.join(EXPLORER_SHOW)}, got {show!r}")
     if sort_by not in EXPLORER_SORTS:
@@ -151,18 +167,24 @@ def check_row_limit(limit: float) -> int:
     return value
 
 
-def explorer_summary(services: Services, threshold: float) -> dict[str, float | int]:
-    """Counts at the threshold and, where ground truth exists, precision, recall and AUROC of the flag."""
-    summary = require_pair_scores(services).summary(check_threshold(threshold))
+def explorer_summary(services: Services, threshold: float, count: float | None = None) -> dict[str, float | int]:
+    """Counts under the flag rule (the threshold, or ``count``) and, where ground truth exists, precision,
+    recall and AUROC of the flag; ``count`` is −1 under the threshold rule."""
+    summary = require_pair_scores(services).summary(check_threshold(threshold), check_count(services, count))
     # NaN is not JSON; an undefined ratio is reported as null.
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The explorer's live counts and detection quality as a line of markdown."""
+    if summary.get("count", -1) >= 0:
+        rule = (f"the {summary['count']:,} least likely clean (count rule: by clean probability, ties by MII "
+                "similarity; move the threshold to return to it)")
+    else:
+        rule = f"at clean probability ≤ {summary['threshold']:.2f}"
     text = (
-        f"**{summary['n_flagged']}** of {summary['n_pairs']} training pairs flagged as noisy "
-        f"({100 * summary['flagged_fraction']:.1f} %) at clean probability ≤ {summary['threshold']:.2f}."
+        f"**{summary['n_flagged']:,}** of {summary['n_pairs']:,} training pairs flagged as noisy "
+        f"({100 * summary['flagged_fraction']:.1f} %) {rule}."
     )
     if summary.get("n_truth_known"):
         def fmt(key: str) -> str:
@@ -179,10 +201,12 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return text
 
 
-def histogram_figure(services: Services, threshold: float, bins: int = 20) -> Figure:
-    """Stacked histogram of clean probabilities, flagged and kept pairs in two colours, threshold marked."""
+def histogram_figure(services: Services, threshold: float, bins: int = 20, count: float | None = None) -> Figure:
+    """Stacked histogram of clean probabilities, flagged and kept pairs in two colours, threshold marked
+    (under a count rule, the clean probability of its last flagged pair)."""
     threshold = check_threshold(threshold)
-    hist = require_pair_scores(services).histogram(bins=bins, threshold=threshold)
+    hist = require_pair_scores(services).histogram(bins=bins, threshold=threshold,
+                                                   count=check_count(services, count))
     edges = hist["edges"]
     width = np.diff(edges)
     fig = Figure(figsize=(6.4, 3.0), dpi=100, layout="constrained")
@@ -211,15 +235,18 @@ class PairExplanation:
     markdown: str
 
 
-def explain_pair(services: Services, pair: float | int | str, threshold: float) -> PairExplanation:
-    """The "why flagged" view of one training pair."""
+def explain_pair(
+    services: Services, pair: float | int | str, threshold: float, count: float | None = None
+) -> PairExplanation:
+    """The "why flagged" view of one training pair, under the flag rule (the threshold, or ``count``)."""
     scores = require_pair_scores(services)
     try:
         number = int(float(pair))
     except (TypeError, ValueError, OverflowError) as exc:
         raise AppError(f"pair {pair!r} is not a pair number; pick a row of the table") from exc
     try:
-        info = scores.explain(number, check_threshold(threshold))
+        n = check_count(services, count)
+        info = scores.explain(number, check_threshold(threshold), n)
     except KeyError as exc:
         raise AppError(str(exc.args[0])) from exc
     best_caption = info["best_caption_for_image"]
@@ -228,11 +255,12 @@ def explain_pair(services: Services, pair: float | int | str, threshold: float) 
     truth = {True: "clean", False: "noisy", None: "unknown"}[info["is_clean"]]
     own_caption_wins = best_caption["index"] == info["caption_index"]
     own_image_wins = best_image["index"] == info["image_index"]
+    rule = f"threshold {threshold:.2f}" if n is None else f"count rule: the {n:,} least likely"
     lines = [
         f"### Pair {info['pair']}: {verdict} (ground truth: {truth})",
         f"> {info['caption']}",
         "",
-        f"- clean probability **{info['clean_prob']:.3f}** (threshold {threshold:.2f}); per-pair loss "
+        f"- clean probability **{info['clean_prob']:.3f}** ({rule}); per-pair loss "
         f"{info['loss']:.3f}",
         f"- MII similarity {info['mii_sim']:.3f}, full similarity {info['full_sim']:.3f} "
         f"(full − MII {info['full_sim'] - info['mii_sim']:+.3f})",
@@ -250,18 +278,22 @@ def explain_pair(services: Services, pair: float | int | str, threshold: float) 
     )
 
 
-def export_flagged(services: Services, threshold: float) -> tuple[Path, list[Path]]:
-    """Write the flagged pairs as CSV and the pairing as a noise index with per-caption flags.
+def export_flagged(services: Services, threshold: float, count: float | None = None) -> tuple[Path, list[Path]]:
+    """Write the flagged pairs (threshold or ``count`` rule) as CSV and the pairing as a noise index with
+    per-caption flags.
 
-    Returns the CSV and the noise-index files (``noise_index.npy``, its ``.json`` sidecar and
-    ``noise_index.flagged.npy``), in a fresh folder per call so concurrent users do not clash.
+    Returns the CSV (``flagged_pairs_t0.50.csv``, or ``flagged_pairs_n1500.csv`` under a count rule) and
+    the noise-index files (``noise_index.npy``, its ``.json`` sidecar and ``noise_index.flagged.npy``), in
+    a fresh folder per call so concurrent users do not clash.
     """
     scores = require_pair_scores(services)
     threshold = check_threshold(threshold)
-    mask = scores.flagged(threshold)
+    n = check_count(services, count)
+    mask = scores.flagged(threshold, n)
     folder = services.export_root / uuid.uuid4().hex
     folder.mkdir(parents=True)
-    csv_path = scores.to_csv(folder / f"flagged_pairs_t{threshold:.2f}.csv", mask)
+    name = f"flagged_pairs_t{threshold:.2f}.csv" if n is None else f"flagged_pairs_n{n}.csv"
+    csv_path = scores.to_csv(folder / name, mask)
     index_path, flags_path = scores.to_noise_index(folder / "noise_index.npy", mask)
     return csv_path, [index_path, index_path.with_suffix(".json"), flags_path]
 
@@ -269,27 +301,26 @@ def export_flagged(services: Services, threshold: float) -> tuple[Path, list[Pat
 FLAG_BY = ("probability", "count", "percent")
 
 
-def threshold_for(services: Services, flag_by: str, value: float) -> float:
-    """The clean-probability threshold that flags pairs by probability, by count or by percentage.
+def flag_rule_for(services: Services, flag_by: str, value: float) -> tuple[float, int | None]:
+    """The flag rule ``(threshold, count)`` that flags pairs by probability, by count or by percentage.
 
-    ``count`` N: the N least likely clean pairs (DataComp-style "drop the bottom N"); ``percent`` x: the
-    x % least likely. The threshold is the N-th smallest clean probability, so pairs tied with it are
-    flagged too and the count can exceed N by the ties (the summary reports the real count).
+    ``probability`` t: ``(t, None)``, the pairs with clean probability ≤ t. ``count`` N: exactly the N
+    least likely clean pairs in the flag order of Eq. 12c (DataComp-style "drop the bottom N"), even
+    where clean probabilities tie; ``percent`` x: N = round(x % of the pairs). The threshold returned
+    with a count is the clean probability of the N-th pair (0 for N = 0), for the slider and the plot.
     """
     if flag_by not in FLAG_BY:
         raise AppError(f"flag by must be one of {', '.join(FLAG_BY)}, got {flag_by!r}")
     if flag_by == "probability":
-        return check_threshold(value)
-    probs = np.sort(require_pair_scores(services).clean_prob)
+        return check_threshold(value), None
+    scores = require_pair_scores(services)
     try:
         amount = float(value)
     except (TypeError, ValueError) as exc:
         raise AppError(f"{flag_by} {value!r} is not a number") from exc
-    limit = len(probs) if flag_by == "count" else 100.0
-    if not 0 <= amount <= limit:
-        raise AppError(f"{flag_by} must be between 0 and {limit:g}, got {value}")
-    n = int(amount) if flag_by == "count" else int(round(amount / 100 * len(probs)))
-    if n == 0:
-        # Below every clean probability: flags nothing unless some pair has probability exactly 0.
-        return plain_float(max(np.float32(0.0), np.nextafter(probs[0], np.float32(-1.0)))) if len(probs) else 0.0
-    return plain_float(probs[n - 1])
+    limit = len(scores) if flag_by == "count" else 100.0
+    if not 0 <= amount <= limit or (flag_by == "count" and not amount.is_integer()):
+        kind = "a whole number" if flag_by == "count" else "a number"
+        raise AppError(f"{flag_by} must be {kind} between 0 and {limit:g}, got {value}")
+    n = int(amount) if flag_by == "count" else int(round(amount / 100 * len(scores)))
+    return (scores.nth_least_likely(n) if n else 0.0), n

@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from disncl.app.explorer import check_row_limit, check_threshold, pair_image_path, require_pair_scores
+from disncl.app.explorer import (
+    check_count,
+    check_row_limit,
+    check_threshold,
+    pair_image_path,
+    require_pair_scores,
+)
 from disncl.app.services import AppError, Services
 from disncl.io import atomic_write
 
@@ -78,12 +84,16 @@ def review_rows(
     decisions: dict[str, str] | None = None,
     limit: float = 100,
     thumbnail: Callable[[Path | None], str] = lambda p: "" if p is None else str(p),
+    count: float | None = None,
 ) -> list[list[Any]]:
-    """The queue's rows (:data:`REVIEW_HEADERS`): flagged pairs, least likely clean first."""
+    """The queue's rows (:data:`REVIEW_HEADERS`): flagged pairs (threshold or ``count`` rule), least likely
+    clean first in the flag order of Eq. 12c."""
     scores = require_pair_scores(services)
     decided = check_decisions(decisions)
-    flagged = np.flatnonzero(scores.flagged(check_threshold(threshold)))
-    rows = flagged[np.lexsort((scores.pair[flagged], scores.clean_prob[flagged]))][: check_row_limit(limit)]
+    flagged = np.flatnonzero(scores.flagged(check_threshold(threshold), check_count(services, count)))
+    # The flag order on the flagged rows only: no sort of the whole table for a page of 100.
+    order = np.lexsort((scores.pair[flagged], scores.mii_sim[flagged], scores.clean_prob[flagged]))
+    rows = flagged[order][: check_row_limit(limit)]
     image_of = {int(i): p for i, p in zip(scores.image_index, scores.image, strict=True)}
     return [
         [
@@ -99,15 +109,18 @@ def review_rows(
     ]
 
 
-def export_review(services: Services, threshold: float, decisions: dict[str, str] | None) -> list[Path]:
-    """Write the corrected captions file and the keep and drop lists; returns their paths.
+def export_review(
+    services: Services, threshold: float, decisions: dict[str, str] | None, count: float | None = None
+) -> list[Path]:
+    """Write the corrected captions file and the keep and drop lists; returns their paths. Undecided
+    pairs are dropped where the flag rule (threshold or ``count``) flags them, else kept.
 
     Files go to a fresh folder per call. ``corrected_captions.csv`` has ``image,caption`` rows in
     the training table's order (a captions file ``disncl train`` reads, relative to the data root).
     """
     scores = require_pair_scores(services)
     decided = check_decisions(decisions)
-    flagged = scores.flagged(check_threshold(threshold))
+    flagged = scores.flagged(check_threshold(threshold), check_count(services, count))
     keep, drop, corrected = [], [], []
     for r in range(len(scores)):
         pair = int(scores.pair[r])

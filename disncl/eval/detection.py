@@ -15,11 +15,13 @@ def _ratio(num: int, den: int) -> float:
 
 
 def detection_metrics(
-    clean_prob: np.ndarray, is_clean: np.ndarray, threshold: float = 0.5, auroc: float | None = None
+    clean_prob: np.ndarray, is_clean: np.ndarray, threshold: float = 0.5, auroc: float | None = None,
+    flag: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Noise-detection metrics of the clean probabilities (Eq. 12 in docs/method.md).
 
-    Noisy is the positive class. flag_k = [w_k <= threshold] (the complement of NCR's clean rule w > 0.5).
+    Noisy is the positive class. flag_k = [w_k <= threshold] (the complement of NCR's clean rule w > 0.5),
+    or ``flag`` where given (a count rule, Eq. 12c: the N first pairs of a total order).
     auroc = ROC-AUC of the score 1 - w against the noisy label (NaN and auroc_defined = 0.0 when only
     one class is present); with TP/FP/FN/TN counted on flag vs. noisy:
     noisy_precision = TP/(TP+FP), noisy_recall = TP/(TP+FN), noisy_f1 = 2TP/(2TP+FP+FN),
@@ -33,7 +35,12 @@ def detection_metrics(
     if not np.all(np.isfinite(w)):
         raise ValueError("clean_prob contains NaN/inf")
     noisy = ~clean
-    flag = w <= threshold
+    if flag is None:
+        flag = w <= threshold
+    else:
+        flag = np.asarray(flag).reshape(-1)
+        if flag.dtype != bool or flag.size != w.size:
+            raise ValueError(f"flag must be a bool array of length {w.size}, got {flag.dtype} {flag.shape}")
     tp = int(np.sum(flag & noisy))
     fp = int(np.sum(flag & clean))
     fn = int(np.sum(~flag & noisy))

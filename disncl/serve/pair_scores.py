@@ -217,32 +217,82 @@ class PairScores:
         """full_sim − mii_sim per row: what the exclusive information adds (the explorer sorts by it)."""
         return self.full_sim - self.mii_sim
 
-    def flagged(self, threshold: float = 0.5) -> np.ndarray:
-        """Rows flagged as noisy: ``clean_prob <= threshold`` (the complement of NCR's clean rule)."""
+    def flagged(self, threshold: float = 0.5, count: int | None = None) -> np.ndarray:
+        """Rows flagged as noisy: ``clean_prob <= threshold`` (the complement of NCR's clean rule), or, with
+        ``count``, exactly the ``count`` first rows of the flag order (:meth:`first_in_flag_order`); ``count``
+        then replaces the threshold."""
         _check_threshold(threshold)
-        return self.clean_prob <= threshold
+        if count is None:
+            return self.clean_prob <= threshold
+        _check_count(count, len(self))
+        if self._count_mask[0] != count:
+            self._count_mask[:] = [count, self.first_in_flag_order(count)]
+        return self._count_mask[1]
 
     @cached_property
-    def _per_threshold(self) -> dict[tuple[str, float, int], Any]:
-        """Summaries and histograms already computed, by threshold: the explorer asks again for the same
-        threshold whenever the user changes only the sort, filter or page (each costs a pass over every row)."""
+    def _count_mask(self) -> list[Any]:
+        """The last count rule's mask, ``[count, mask]``: the explorer, its summary, histogram and table all
+        ask for the same one in a row, and one mask of 10 million rows is 10 MB."""
+        return [None, None]
+
+    def first_in_flag_order(self, count: int) -> np.ndarray:
+        """A bool mask of the ``count`` least likely clean rows in the flag order (Eq. 12c): clean
+        probability ascending, ties broken by MII similarity ascending, then by pair number.
+
+        A total order, so a count rule flags exactly ``count`` rows even where the mixture's posterior has
+        underflowed to exactly 0 for many pairs; within such a tie the MII cosine is the score the default
+        split is fitted on (Eq. 6e), so the order continues the posterior's. Found by partition in linear
+        time (a full sort of 10 million rows costs seconds), ties by partition again.
+        """
+        _check_count(count, len(self))
+        mask = np.zeros(len(self), dtype=bool)
+        if count == 0:
+            return mask
+        prob = self.clean_prob
+        last = np.partition(prob, count - 1)[count - 1]
+        mask[prob < last] = True
+        tied = np.flatnonzero(prob == last)
+        need = count - int(mask.sum())
+        if need < len(tied):
+            sim = self.mii_sim[tied]
+            cut = np.partition(sim, need - 1)[need - 1]
+            mask[tied[sim < cut]] = True
+            rest = tied[sim == cut]
+            rest = rest[np.argsort(self.pair[rest], kind="stable")]
+            mask[rest[: need - int((sim < cut).sum())]] = True
+        else:
+            mask[tied] = True
+        return mask
+
+    def nth_least_likely(self, count: int) -> float:
+        """The clean probability of the ``count``-th row of the flag order (the threshold a slider shows for a
+        count rule; Eq. 12c sorts by clean probability first, so it is the ``count``-th smallest)."""
+        _check_count(count, len(self))
+        if count == 0:
+            raise ValueError("count must be at least 1 to name the count-th row")
+        return plain_float(np.partition(self.clean_prob, count - 1)[count - 1])
+
+    @cached_property
+    def _per_threshold(self) -> dict[tuple[str, float, int | None, int], Any]:
+        """Summaries and histograms already computed, by flag rule: the explorer asks again for the same
+        rule whenever the user changes only the sort, filter or page (each costs a pass over every row)."""
         return {}
 
-    def _cached(self, kind: str, threshold: float, bins: int, compute: Callable[[], Any]) -> Any:
-        key = (kind, float(threshold), bins)
+    def _cached(self, kind: str, threshold: float, count: int | None, bins: int, compute: Callable[[], Any]) -> Any:
+        key = (kind, float(threshold), count, bins)
         if key not in self._per_threshold:
             if len(self._per_threshold) > 64:
                 self._per_threshold.clear()
             self._per_threshold[key] = compute()
         return self._per_threshold[key]
 
-    def summary(self, threshold: float = 0.5) -> dict[str, float | int]:
+    def summary(self, threshold: float = 0.5, count: int | None = None) -> dict[str, float | int]:
         """Counts and flagged fraction; where the truth is known, the quality of the noisy flag (a copy of
-        the one computed at this threshold; see :meth:`_summary`)."""
-        _check_threshold(threshold)
-        return dict(self._cached("summary", threshold, 0, lambda: self._summary(threshold)))
+        the one computed for this rule; see :meth:`_summary`)."""
+        self.flagged(threshold, count)  # checks the rule before the cache is consulted
+        return dict(self._cached("summary", threshold, count, 0, lambda: self._summary(threshold, count)))
 
-    def _summary(self, threshold: float) -> dict[str, float | int]:
+    def _summary(self, threshold: float, count: int | None) -> dict[str, float | int]:
         """Counts and flagged fraction; where the truth is known, the quality of the noisy flag.
 
         The quality keys (``auroc``, ``noisy_precision``, ``noisy_recall``, … as in
@@ -250,9 +300,10 @@ class PairScores:
         are computed on the rows with known truth and are present only when there are such rows;
         undefined ratios are NaN.
         """
-        flag = self.flagged(threshold)
+        flag = self.flagged(threshold, count)
         out: dict[str, float | int] = {
             "threshold": float(threshold),
+            "count": -1 if count is None else int(count),
             "n_pairs": len(self),
             "n_flagged": int(flag.sum()),
             "flagged_fraction": float(flag.mean()) if len(self) else float("nan"),
@@ -261,7 +312,8 @@ class PairScores:
         known = self.truth_known
         if known.any():
             out["n_noisy"] = int((~self.is_clean[known]).sum())
-            metrics = detection_metrics(self.clean_prob[known], self.is_clean[known], threshold, self._auroc)
+            metrics = detection_metrics(self.clean_prob[known], self.is_clean[known], threshold, self._auroc,
+                                        flag=flag[known])
             # The flagged fraction above covers every row, not just the ones with known truth.
             metrics.pop("flagged_fraction")
             out.update(metrics)
@@ -273,35 +325,36 @@ class PairScores:
         known = self.truth_known
         return detection_metrics(self.clean_prob[known], self.is_clean[known])["auroc"]
 
-    def histogram(self, bins: int = 20, threshold: float = 0.5) -> dict[str, np.ndarray]:
-        """:meth:`_histogram`, computed once per threshold and bin count."""
+    def histogram(self, bins: int = 20, threshold: float = 0.5, count: int | None = None) -> dict[str, np.ndarray]:
+        """:meth:`_histogram`, computed once per flag rule and bin count."""
         if bins < 1:
             raise ValueError(f"bins must be at least 1, got {bins}")
-        _check_threshold(threshold)
-        cached = self._cached("histogram", threshold, bins, lambda: self._histogram(bins, threshold))
+        self.flagged(threshold, count)
+        cached = self._cached("histogram", threshold, count, bins, lambda: self._histogram(bins, threshold, count))
         return {k: v.copy() for k, v in cached.items()}
 
-    def _histogram(self, bins: int, threshold: float) -> dict[str, np.ndarray]:
+    def _histogram(self, bins: int, threshold: float, count: int | None = None) -> dict[str, np.ndarray]:
         """Histogram of ``clean_prob`` over [0, 1], split into flagged and kept rows.
 
         Returns ``edges`` (``bins + 1`` floats) and int64 ``flagged`` / ``kept`` counts per bin; a bin
-        that straddles the threshold holds rows of both.
+        that straddles the threshold (or, with ``count``, holds a tie it splits) holds rows of both.
         """
         if bins < 1:
             raise ValueError(f"bins must be at least 1, got {bins}")
-        flag = self.flagged(threshold)
+        flag = self.flagged(threshold, count)
         edges = np.linspace(0.0, 1.0, bins + 1)
         flagged, _ = np.histogram(self.clean_prob[flag], bins=edges)
         kept, _ = np.histogram(self.clean_prob[~flag], bins=edges)
         return {"edges": edges, "flagged": flagged.astype(np.int64), "kept": kept.astype(np.int64)}
 
-    def explain(self, pair: int, threshold: float = 0.5) -> dict[str, Any]:
-        """Everything known about training pair ``pair`` as plain Python values (JSON-ready).
+    def explain(self, pair: int, threshold: float = 0.5, count: int | None = None) -> dict[str, Any]:
+        """Everything known about training pair ``pair`` as plain Python values (JSON-ready); ``flagged``
+        under the rule of :meth:`flagged`.
 
         ``best_image`` and ``best_caption_for_image`` carry the index and, when that image or caption
         appears somewhere in this table, its path or text (else None).
         """
-        _check_threshold(threshold)
+        flagged = self.flagged(threshold, count)
         rows = np.flatnonzero(self.pair == pair)
         if len(rows) == 0:
             lo, hi = (int(self.pair.min()), int(self.pair.max())) if len(self) else (0, -1)
@@ -316,7 +369,7 @@ class PairScores:
             "image_index": int(self.image_index[r]),
             "image": self.image[r],
             "clean_prob": plain_float(self.clean_prob[r]),
-            "flagged": bool(self.clean_prob[r] <= threshold),
+            "flagged": bool(flagged[r]),
             "loss": plain_float(self.loss[r]),
             "mii_sim": plain_float(self.mii_sim[r]),
             "full_sim": plain_float(self.full_sim[r]),
@@ -496,6 +549,11 @@ def _lookup(keys: np.ndarray, texts: TextColumn, key: int) -> str | None:
 def _check_threshold(threshold: float) -> None:
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a clean probability in [0, 1], got {threshold!r}")
+
+
+def _check_count(count: int, n: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or not 0 <= count <= n:
+        raise ValueError(f"count must be a whole number of pairs between 0 and {n}, got {count!r}")
 
 
 def _save_npy(tmp: Path, array: np.ndarray) -> None:
