@@ -20,6 +20,7 @@ from disncl.losses.disncl import (
     disncl_loss,
     gaussian_kl,
     gaussian_nll,
+    hsic_penalty,
     reconstruction_loss,
     soft_targets,
 )
@@ -252,7 +253,7 @@ def _inputs(seed: int = 0, b: int = 6, club: bool = True) -> DisNCLInputs:
     return x
 
 
-@pytest.mark.parametrize("estimator", ["club", "xcov"])
+@pytest.mark.parametrize("estimator", ["club", "xcov", "hsic"])
 def test_total_recomposes_from_logs(estimator: str) -> None:
     cfg = DisNCLLossConfig(mi_estimator=estimator)
     x = _inputs(club=estimator == "club")
@@ -293,6 +294,26 @@ def test_xcov_ignores_club_and_uses_codes() -> None:
     assert scaled["mi_uv_zt"] == pytest.approx(logs["mi_uv_zt"], rel=1e-5)
     with pytest.raises(KeyError):
         disncl_loss(x, DisNCLLossConfig(mi_estimator="club"))
+
+
+def test_hsic_sees_the_non_linear_dependence_the_cross_covariance_misses() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(512, 4, generator=g)
+    independent = torch.randn(512, 4, generator=g)
+    # |a| is a function of a, yet linearly uncorrelated with it (a is symmetric about 0).
+    folded = a.abs()
+    assert hsic_penalty(a, a).item() == pytest.approx(1.0, abs=1e-5)
+    assert hsic_penalty(a, independent).item() < 0.05
+    assert hsic_penalty(a, folded).item() > 5 * hsic_penalty(a, independent).item()
+    # The cross-covariance sees |a| no more than an independent code: 1 % of what it sees of a itself.
+    assert cross_covariance_penalty(a, folded).item() < 0.01 * cross_covariance_penalty(a, a).item()
+    # Invariant to a common scale (the bandwidth follows the codes) and differentiable.
+    assert hsic_penalty(3 * a, folded).item() == pytest.approx(hsic_penalty(a, folded).item(), rel=1e-4)
+    a.requires_grad_(True)
+    hsic_penalty(a, folded).backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="at least 3 rows"):
+        hsic_penalty(a[:2], folded[:2])
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,11 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "outranked": ("train.warmup=fixed", "loss.flagged_loss=outranked", "split.score=loss"),
     "fixed_warmup": ("train.warmup=fixed", "split.score=loss"),
     "gated_warmup": ("train.warmup=gated", "split.score=loss"),
+    # §9.8, on today's defaults (the split on the distance): the cells DisNCL trails, and MII against full.
+    "hsic_mi": ("loss.mi_estimator=hsic",),
+    "rematch_at_half": ("loss.alpha_hard_threshold=0.5",),
+    "fixed_cosine": ("train.warmup=fixed",),
+    "fixed_complementary": ("train.warmup=fixed", "loss.flagged_loss=complementary"),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -71,11 +76,17 @@ ABLATION_LABELS = {
                  "(Eq. 5e)",
     "fixed_warmup": "variant: the split starts after warm-up whatever the losses look like (no Eq. 6f gate)",
     "gated_warmup": "variant: the split starts after warm-up only if the losses are then bimodal (Eq. 6f)",
+    "hsic_mi": "variant: the kernel HSIC penalty (Eq. 8d) instead of the cross-covariance (Eq. 8b)",
+    "rematch_at_half": "variant: re-match only pairs with clean probability ≤ 0.5 (θ = 0.5) instead of 0.9 (Eq. 5b)",
+    "fixed_cosine": "variant: the split starts after warm-up whatever the losses look like (no Eq. 6f gate)",
+    "fixed_complementary": "variant: fixed warm-up, and flagged pairs train on SREM's complementary loss "
+                           "instead of a re-match (Eq. 5d)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
                       "complementary", "ema_split", "adaptive_warmup", "loss_split", "cosine_split",
-                      "outranked", "fixed_warmup", "gated_warmup"})
+                      "outranked", "fixed_warmup", "gated_warmup", "hsic_mi", "rematch_at_half", "fixed_cosine",
+                      "fixed_complementary"})
 
 
 @dataclass(frozen=True)
@@ -308,8 +319,8 @@ PRESETS["standard-variants"] = replace(
     name="standard-variants",
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
-                 "baselines on the cosine split, and the warm-up each method does not use where the two differ: "
-                 "216 runs, about 8 h on a 2-core CPU (the slower machine of docs/method.md §9.7)"),
+                 "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
+                 "§9.8 variants: 227 runs, about 8 h on a 2-core CPU (the slower machine of docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split"),
     confirm_variants=("v1_default", "soft_rematch", "loss_split"),
@@ -335,5 +346,13 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec(m, "image", rate, seed, ablation="loss_split")
           for m in ("ncr", "srem") for rate in (0.0, 0.2, 0.6, 0.8) for seed in (0, 1)),
         *(RunSpec(m, "caption", 0.4, seed, ablation="loss_split") for m in ("ncr", "srem") for seed in (0, 1)),
+        # §9.8: a stronger disentangling penalty where MII should beat full features (the focus cell and the
+        # confound sweep), and the two cells DisNCL trails: 20 % (is θ = 0.9 re-matching clean pairs?) and
+        # 80 % (does the split help once it starts, with a re-match or with SREM's complementary loss?).
+        *(RunSpec("disncl", "image", 0.4, seed, ablation="hsic_mi") for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.4, 0, confound=rho, ablation="hsic_mi") for rho in (0.5, 0.7, 0.9)),
+        *(RunSpec("disncl", "image", 0.2, seed, ablation="rematch_at_half") for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=a) for a in ("fixed_cosine", "fixed_complementary")
+          for seed in (0, 1)),
     ),
 )

@@ -48,7 +48,7 @@ class DisNCLLossConfig:
     complementary_bias: float = 0.5
     weight_by_clean_prob: bool = False
     recon: Literal["mse", "cosine"] = "mse"
-    mi_estimator: Literal["club", "xcov"] = "xcov"
+    mi_estimator: Literal["club", "xcov", "hsic"] = "xcov"
     use_kl: bool = True
     use_mi: bool = True
     use_recon: bool = True

@@ -38,7 +38,7 @@ class DisNCLInputs:
     z_*: sampled MII codes (B, D_z); u_*: sampled MEI codes (B, D_u); mu_*/logvar_*: posterior
     parameters of q(z|h) and q(u|h); h_*: tower features to reconstruct (B, E); recon_*: decoder
     outputs (B, E); club: pair name -> (q_mu, q_logvar, b) for the names in CLUB_PAIRS (may be empty
-    when mi_estimator == "xcov"); clean_prob: (B,) clean probability w (ones during warm-up).
+    when mi_estimator is "xcov" or "hsic"); clean_prob: (B,) clean probability w (ones during warm-up).
     """
 
     z_v: Tensor
@@ -195,12 +195,39 @@ def cross_covariance_penalty(a: Tensor, b: Tensor) -> Tensor:
     return cov.pow(2).sum()
 
 
+def _centred_rbf_gram(x: Tensor) -> Tensor:
+    """H K H for the Gaussian kernel K_ij = exp(−‖x_i − x_j‖² / (2σ²)), σ² = ½ · median of the positive squared
+    distances on the batch (detached: the bandwidth follows the codes, it is not a path for the gradient)."""
+    d2 = torch.cdist(x, x).pow(2)
+    off = d2[~torch.eye(x.shape[0], dtype=torch.bool, device=x.device)]
+    sigma2 = 0.5 * off.detach().median().clamp_min(1e-6)
+    k = torch.exp(-d2 / (2 * sigma2))
+    return k - k.mean(dim=0, keepdim=True) - k.mean(dim=1, keepdim=True) + k.mean()
+
+
+def hsic_penalty(a: Tensor, b: Tensor) -> Tensor:
+    """Normalised HSIC with Gaussian kernels (kernel CKA) between two batches of codes (Eq. 8d in
+    docs/method.md).
+
+    P = tr(K̃ L̃) / sqrt(tr(K̃ K̃) · tr(L̃ L̃)),  K̃ = H K H, L̃ = H L H, H = I − 11ᵀ/B, with K and L Gaussian
+    Gram matrices of a and b at the median-heuristic bandwidth. In [0, 1]; unlike Eq. 8b it sees non-linear
+    dependence (zero, for characteristic kernels and large B, only when a and b are independent).
+    """
+    if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"expected (B, D_a) and (B, D_b) inputs, got {tuple(a.shape)}, {tuple(b.shape)}")
+    if a.shape[0] < 3:
+        raise ValueError("hsic_penalty needs a batch of at least 3 rows")
+    k, l_ = _centred_rbf_gram(a), _centred_rbf_gram(b)
+    return (k * l_).sum() / ((k * k).sum() * (l_ * l_).sum()).sqrt().clamp_min(1e-12)
+
+
 def _unit(x: Tensor) -> Tensor:
     return torch.nn.functional.normalize(x, dim=-1)
 
 
 def _mi_terms(x: DisNCLInputs, cfg: DisNCLLossConfig) -> dict[str, Tensor]:
-    """The four disentanglement penalties of Eq. 7 (CLUB, Eq. 8, or cross-covariance, Eq. 8b)."""
+    """The four disentanglement penalties of Eq. 7 (CLUB, Eq. 8, cross-covariance, Eq. 8b, or kernel
+    HSIC, Eq. 8d), on L2-normalised codes (Eq. 8c)."""
     if cfg.mi_estimator == "club":
         missing = [name for name in CLUB_PAIRS if name not in x.club]
         if missing:
@@ -210,7 +237,9 @@ def _mi_terms(x: DisNCLInputs, cfg: DisNCLLossConfig) -> dict[str, Tensor]:
     if cfg.mi_estimator == "xcov":
         return {name: cross_covariance_penalty(_unit(getattr(x, a)), _unit(getattr(x, b)))
                 for name, (a, b) in CLUB_ROLES.items()}
-    raise ValueError(f"unknown mi_estimator {cfg.mi_estimator!r}; expected 'club' or 'xcov'")
+    if cfg.mi_estimator == "hsic":
+        return {name: hsic_penalty(_unit(getattr(x, a)), _unit(getattr(x, b))) for name, (a, b) in CLUB_ROLES.items()}
+    raise ValueError(f"unknown mi_estimator {cfg.mi_estimator!r}; expected 'club', 'xcov' or 'hsic'")
 
 
 def partner_on_top(sim: Tensor) -> Tensor:
