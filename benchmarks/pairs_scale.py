@@ -136,6 +136,17 @@ def measure(n: int, args: argparse.Namespace, work: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         client.predict(0.5, api_name="/export_flagged")
         out["export_s"] = time.perf_counter() - t0
+        # The count rule (docs/method.md Eq. 12c): its first call selects the 30 % by partition, later calls
+        # reuse that mask.
+        t0 = time.perf_counter()
+        threshold, count = client.predict("percent", 30, api_name="/flag_threshold")
+        count_call = (threshold, "flagged", "clean probability", False, "", 100, count)
+        client.predict(*count_call, api_name="/explorer")
+        out["count_first_ms"] = 1000 * (time.perf_counter() - t0)
+        out["count_ms"] = _p50(lambda: client.predict(*count_call, api_name="/explorer"), args.calls)
+        t0 = time.perf_counter()
+        client.predict(threshold, count, api_name="/export_flagged")
+        out["count_export_s"] = time.perf_counter() - t0
         out["rss_after_mb"] = read_process(server.pid)[0]
     finally:
         server.terminate()
@@ -166,7 +177,10 @@ def markdown(results: dict[int, dict[str, float]], args: argparse.Namespace) -> 
             ("server RSS after the calls, MB", "rss_after_mb", 0),
             ("gradio_client floor (/model_card), p50 ms", "floor_ms", 0)]
     rows += [(f"{label}, p50 ms", f"explorer: {label}", 0) for label in EXPLORER_CALLS]
-    rows += [("flagged export (threshold 0.5), s", "export_s", 1)]
+    rows += [("flagged export (threshold 0.5), s", "export_s", 1),
+             ("flag the 30 % least likely: /flag_threshold + first /explorer, ms", "count_first_ms", 0),
+             ("flagged under that count rule, by clean probability, p50 ms", "count_ms", 0),
+             ("flagged export (count rule, 30 %), s", "count_export_s", 1)]
     for label, key, digits in rows:
         lines.append(f"| {label} | " + " | ".join(f"{results[n][key]:.{digits}f}" for n in sizes) + " |")
     return "\n".join(lines) + "\n"
