@@ -102,6 +102,31 @@ def test_gated_warmup_decides_once_after_warmup_whether_the_run_uses_the_split(
     assert [r["split_used"] for r in _log(resumed)] == [r["split_used"] for r in log]
 
 
+def test_a_shut_gate_can_start_the_split_on_the_complementary_loss_and_a_resume_keeps_it(
+    tiny_synth: Path, tmp_path: Path
+) -> None:
+    """Eq. 6g: where the gate stays shut, train.shut_gate=complementary starts the split anyway with the
+    flagged pairs on the complementary loss: the very run a fixed warm-up with that loss makes."""
+    base = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
+    gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary"}
+    fixed = {**base, "train.warmup": "fixed", "loss.flagged_loss": "complementary"}
+    runs = {name: tmp_path / name for name in ("gated", "fixed", "resumed")}
+    train(load_config(None, tiny_overrides(tiny_synth, runs["gated"], **gated)), progress=False)
+    train(load_config(None, tiny_overrides(tiny_synth, runs["fixed"], **fixed)), progress=False)
+    train(load_config(None, tiny_overrides(tiny_synth, runs["resumed"], **gated)), progress=False, stop_after=2)
+    assert main(["train", "--resume", "--out", str(runs["resumed"]), "--no-progress"]) == 0
+    logs = {name: _log(run) for name, run in runs.items()}
+    assert logs["gated"][0]["loss_bimodality"] <= 2.0  # the gate is shut on clean data
+    assert [r["split_used"] for r in logs["gated"]] == [False, True, True]
+    for other in ("fixed", "resumed"):
+        assert [r["val"] for r in logs[other]] == [r["val"] for r in logs["gated"]], other
+    # The flagged pairs' loss changed what was learnt: a shut gate without the fallback trains otherwise.
+    plain = tmp_path / "plain"
+    train(load_config(None, tiny_overrides(tiny_synth, plain, **{**gated, "train.shut_gate": "no_split"})),
+          progress=False)
+    assert _log(plain)[-1]["val"] != logs["gated"][-1]["val"]
+
+
 def test_resume_without_checkpoint_fails_clearly(tiny_synth: Path, tmp_path: Path, capsys) -> None:
     assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "config file" in capsys.readouterr().err

@@ -27,6 +27,10 @@ class TrainConfig:
     # (disncl.methods: gated for DisNCL, fixed for the baselines; docs/method.md Sections 2.5 and 9.5).
     warmup: Literal["auto", "fixed", "adaptive", "gated"] = "auto"
     warmup_max_epochs: int = 6
+    # What a gated warm-up does when the gate stays shut (Eq. 6g): "no_split" trains on without the split
+    # (Eq. 6f); "complementary" starts it anyway, the flagged pairs on SREM's complementary loss
+    # (loss.flagged_loss), which pushes a pair from its partner, boundedly, and never towards a guess.
+    shut_gate: Literal["no_split", "complementary"] = "no_split"
     seed: int = 0
     device: str = "auto"
     amp: bool = True

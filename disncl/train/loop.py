@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +260,7 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
     if cfg.model.freeze_towers:
         train_data, val_data = _cached_features(cfg, ctx, run, model, (train_data, val_data), progress)
     return Session(
-        cfg=cfg, ctx=ctx, run=run, train_ds=train_ds, pairs=pairs,
+        cfg=shut_gate_config(cfg, state), ctx=ctx, run=run, train_ds=train_ds, pairs=pairs,
         gt_known=noise is not None or val_keys is not None,
         model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler, state=state,
         train_data=train_data, val_data=val_data, val_keys=val_keys, steps_per_epoch=steps_per_epoch,
@@ -278,6 +278,14 @@ def _cached_features(
     digest = towers_digest(model)
     return [cached_split(model, split, cache_dir, digest, cfg.train.eval_batch_size, ctx.device, cfg.train.amp,
                          progress) for split in splits]
+
+
+def shut_gate_config(cfg: RunConfig, state: TrainState) -> RunConfig:
+    """The configuration a run trains on: ``cfg``, with the flagged pairs on the complementary loss once the
+    gate stayed shut and ``train.shut_gate`` started the split anyway (Eq. 6g; ``state.split_fallback``)."""
+    if not state.split_fallback:
+        return cfg
+    return replace(cfg, loss=replace(cfg.loss, flagged_loss="complementary"))
 
 
 def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
@@ -393,6 +401,9 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
     if s.cfg.warmup_mode() != "fixed" and s.state.split_from < 0:
         start = np.array([split_start(s.cfg, epoch + 1, loss_bimodality) if s.ctx.is_main else -1])
         s.state.split_from = int(distributed.broadcast_array(s.ctx, start)[0])
+        if s.state.split_from == NO_SPLIT and s.cfg.train.shut_gate == "complementary":
+            s.state.split_from, s.state.split_fallback = epoch + 1, True
+            s.cfg = shut_gate_config(s.cfg, s.state)
     return table, s.state.clean_prob, loss_bimodality
 
 

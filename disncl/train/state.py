@@ -38,6 +38,8 @@ class TrainState:
     # First epoch (0-based) trained with the split; -1 while the warm-up lasts (train.warmup=adaptive or
     # gated); NO_SPLIT once the gated warm-up decided the run trains without it.
     split_from: int = -1
+    # The gate stayed shut and train.shut_gate started the split anyway (Eq. 6g; see shut_gate_config).
+    split_fallback: bool = False
 
 
 def _flatten_optimizer(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -99,6 +101,7 @@ def _write_state(
             "best_score": state.best_score,
             "best_epoch": state.best_epoch,
             "split_from": state.split_from,
+            "split_fallback": state.split_fallback,
             "optimizer": optim_meta,
             "scheduler": scheduler.state_dict(),
         },
@@ -142,5 +145,6 @@ def load_checkpoint(
         clean_prob=tensors["clean_prob"].numpy().copy(),
         # Checkpoints written before adaptive warm-up existed used the fixed one.
         split_from=meta.get("split_from", -1),
+        split_fallback=meta.get("split_fallback", False),
     )
     return model, tokenizer, optimizer, scheduler, state
