@@ -208,6 +208,10 @@ def test_standard_preset_runs_the_focus_cell_first_and_on_a_second_draw():
     moved = preset.with_data_seed(7)
     assert moved.draws == (7, 8) and {s.data_seed for s in moved.runs()} == {7, 8}
     assert {(d.seed, d.confound) for d in moved.data_specs()} == {(7, 0.0), (7, 0.5), (7, 0.7), (7, 0.9), (8, 0.0)}
+    # Every (draw, confound) some run trains on has its dataset: the variants' confound sweep on draw 2 too.
+    variants = PRESETS["standard-variants"]
+    needed = {(s.data_seed, s.confound) for s in variants.runs()}
+    assert needed == {(d.seed, d.confound) for d in variants.data_specs()} and (1, 0.9) in needed
 
 
 def test_a_preset_reads_only_its_own_runs_from_a_shared_bench_directory(tmp_path):
