@@ -91,9 +91,7 @@ def review_rows(
     scores = require_pair_scores(services)
     decided = check_decisions(decisions)
     flagged = np.flatnonzero(scores.flagged(check_threshold(threshold), check_count(services, count)))
-    # The flag order on the flagged rows only: no sort of the whole table for a page of 100.
-    order = np.lexsort((scores.pair[flagged], scores.mii_sim[flagged], scores.clean_prob[flagged]))
-    rows = flagged[order][: check_row_limit(limit)]
+    rows = scores.in_flag_order(flagged)[: check_row_limit(limit)]
     image_of = {int(i): p for i, p in zip(scores.image_index, scores.image, strict=True)}
     return [
         [

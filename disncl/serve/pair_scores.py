@@ -221,10 +221,9 @@ class PairScores:
         """Rows flagged as noisy: ``clean_prob <= threshold`` (the complement of NCR's clean rule), or, with
         ``count``, exactly the ``count`` first rows of the flag order (:meth:`first_in_flag_order`); ``count``
         then replaces the threshold."""
-        _check_threshold(threshold)
+        self._check_rule(threshold, count)
         if count is None:
             return self.clean_prob <= threshold
-        _check_count(count, len(self))
         if self._count_mask[0] != count:
             self._count_mask[:] = [count, self.first_in_flag_order(count)]
         return self._count_mask[1]
@@ -264,6 +263,16 @@ class PairScores:
             mask[tied] = True
         return mask
 
+    def in_flag_order(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` sorted by the flag order of Eq. 12c (what :meth:`first_in_flag_order` selects from),
+        sorting only those rows."""
+        return rows[np.lexsort((self.pair[rows], self.mii_sim[rows], self.clean_prob[rows]))]
+
+    def _check_rule(self, threshold: float, count: int | None) -> None:
+        _check_threshold(threshold)
+        if count is not None:
+            _check_count(count, len(self))
+
     def nth_least_likely(self, count: int) -> float:
         """The clean probability of the ``count``-th row of the flag order (the threshold a slider shows for a
         count rule; Eq. 12c sorts by clean probability first, so it is the ``count``-th smallest)."""
@@ -289,7 +298,7 @@ class PairScores:
     def summary(self, threshold: float = 0.5, count: int | None = None) -> dict[str, float | int]:
         """Counts and flagged fraction; where the truth is known, the quality of the noisy flag (a copy of
         the one computed for this rule; see :meth:`_summary`)."""
-        self.flagged(threshold, count)  # checks the rule before the cache is consulted
+        self._check_rule(threshold, count)
         return dict(self._cached("summary", threshold, count, 0, lambda: self._summary(threshold, count)))
 
     def _summary(self, threshold: float, count: int | None) -> dict[str, float | int]:
@@ -329,7 +338,7 @@ class PairScores:
         """:meth:`_histogram`, computed once per flag rule and bin count."""
         if bins < 1:
             raise ValueError(f"bins must be at least 1, got {bins}")
-        self.flagged(threshold, count)
+        self._check_rule(threshold, count)
         cached = self._cached("histogram", threshold, count, bins, lambda: self._histogram(bins, threshold, count))
         return {k: v.copy() for k, v in cached.items()}
 
@@ -354,7 +363,7 @@ class PairScores:
         ``best_image`` and ``best_caption_for_image`` carry the index and, when that image or caption
         appears somewhere in this table, its path or text (else None).
         """
-        flagged = self.flagged(threshold, count)
+        self._check_rule(threshold, count)
         rows = np.flatnonzero(self.pair == pair)
         if len(rows) == 0:
             lo, hi = (int(self.pair.min()), int(self.pair.max())) if len(self) else (0, -1)
@@ -369,7 +378,8 @@ class PairScores:
             "image_index": int(self.image_index[r]),
             "image": self.image[r],
             "clean_prob": plain_float(self.clean_prob[r]),
-            "flagged": bool(flagged[r]),
+            # One row's flag: the threshold compares one value; a count rule's mask is cached by flagged().
+            "flagged": bool(self.clean_prob[r] <= threshold if count is None else self.flagged(threshold, count)[r]),
             "loss": plain_float(self.loss[r]),
             "mii_sim": plain_float(self.mii_sim[r]),
             "full_sim": plain_float(self.full_sim[r]),
