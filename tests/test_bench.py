@@ -49,6 +49,26 @@ def test_every_run_of_every_preset_is_a_valid_config(name):
             assert cfg.selection_space() == "full"
 
 
+def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their_reference():
+    from disncl.bench.presets import variant_base
+
+    preset = PRESETS["standard-variants"]
+
+    def loss(ablation: str, method: str = "disncl"):
+        spec = RunSpec(method, "image", 0.4, 0, ablation=ablation)
+        return load_config(None, spec.overrides(preset, "data/x")).loss
+
+    assert loss("").mi_estimator == "hsic"  # §9.8
+    assert loss("xcov_mi").mi_estimator == "xcov"
+    # Every variant tried before HSIC was adopted still runs on the penalty it was measured with.
+    for ablation in VARIANTS - {"xcov_mi"}:
+        assert loss(ablation).mi_estimator in ("xcov", "club"), ablation
+    assert variant_base("disncl", "loss_split") == "xcov_mi" and variant_base("ncr", "loss_split") == ""
+    assert variant_base("disncl", "fixed_warmup") == variant_base("ncr", "fixed_warmup") == "loss_split"
+    references = {variant_base(s.method, s.ablation) for s in preset.runs() if s.ablation in VARIANTS}
+    assert {s.ablation for s in preset.runs()} >= references
+
+
 def test_probe_finds_a_linearly_coded_factor_and_not_an_absent_one():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, size=600)

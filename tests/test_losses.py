@@ -278,7 +278,7 @@ def test_defaults() -> None:
     assert (cfg.tau, cfg.tau_target, cfg.gamma, cfg.beta, cfg.beta_mei) == (0.07, 0.05, 0.8, 1e-3, 1e-3)
     assert (cfg.lambda_rec, cfg.lambda_mi, cfg.alpha_min, cfg.alpha_max) == (1.0, 1.0, 0.1, 1.0)
     assert cfg.soft_targets and not cfg.weight_by_clean_prob and cfg.use_kl and cfg.use_mi and cfg.use_recon
-    assert (cfg.recon, cfg.mi_estimator, cfg.lambda_full) == ("mse", "xcov", 1.0)
+    assert (cfg.recon, cfg.mi_estimator, cfg.lambda_full) == ("mse", "hsic", 1.0)  # §9.8
     # Chosen on validation (docs/method.md §9.4): Eq. 4b with the hard split at θ = 0.9, no batch gate.
     assert (cfg.target_exclude_self, cfg.alpha_hard_threshold, cfg.confident_quantile) == (True, 0.9, 0.0)
 

@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from disncl.bench.presets import ABLATION_LABELS, VARIANT_BASE, Preset, RunSpec  # noqa: E402
+from disncl.bench.presets import ABLATION_LABELS, Preset, RunSpec, variant_base  # noqa: E402
 from disncl.bench.worker import CODES_FILE, IMAGE_FACTORS, TEXT_FACTORS  # noqa: E402
 from disncl.io import atomic_write, atomic_write_text  # noqa: E402
 from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
@@ -191,7 +191,7 @@ class Report:
         for ablation in ("", *self.preset.ablations, *self.preset.variants):
             rs = self.focus("disncl", ablation)
             label = "DisNCL (all terms)" if not ablation else ABLATION_LABELS[ablation]
-            base = VARIANT_BASE.get(ablation, "")
+            base = variant_base("disncl", ablation)
             delta = signed(self.paired("disncl", base, "disncl", ablation, space="best")) if ablation else ""
             rows.append([label, ", ".join(str(r["spec"]["seed"]) for r in rs), stat(val_rsum(r) for r in rs),
                          stat(rsum(r, "mii") for r in rs), stat(rsum(r, "full") for r in rs),
@@ -206,7 +206,7 @@ class Report:
                              for s in self.preset.extra_runs_resolved() if s.ablation)
         rows = []
         for method, kind, rate, rho, draw, ablation in keys:
-            reference = VARIANT_BASE.get(ablation, "")
+            reference = variant_base(method, ablation)
             base = {r["spec"]["seed"]: r for r in self.cell(method, kind, rate, reference, rho, draw=draw)}
             other = {r["spec"]["seed"]: r for r in self.cell(method, kind, rate, ablation, rho, draw=draw)}
             seeds = sorted(base.keys() & other.keys())
@@ -411,7 +411,7 @@ class Report:
                 out.append(f"{rate:.0%} noise: highest rSum {LABELS[winner]} ({cells[winner]:.1f}); " + ", ".join(
                     f"{LABELS[m]} {v:.1f}" for m, v in cells.items() if m != winner) + ".")
         for ablation in (*self.preset.ablations, *self.preset.variants):
-            base = VARIANT_BASE.get(ablation, "")
+            base = variant_base("disncl", ablation)
             diffs = self.paired("disncl", base, "disncl", ablation)
             if diffs:
                 kind = "Variant" if ablation in self.preset.variants else "Ablation"
