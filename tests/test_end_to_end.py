@@ -125,6 +125,13 @@ def test_a_shut_gate_can_start_the_split_on_the_complementary_loss_and_a_resume_
     train(load_config(None, tiny_overrides(tiny_synth, plain, **{**gated, "train.shut_gate": "no_split"})),
           progress=False)
     assert _log(plain)[-1]["val"] != logs["gated"][-1]["val"]
+    # Eq. 6h: where the warm-up fits the pairs better than train.shut_gate_unfit asks, the fallback stays off.
+    fit = tmp_path / "fit"
+    unfit = logs["gated"][0]["loss_vs_chance"]
+    train(load_config(None, tiny_overrides(tiny_synth, fit, **{**gated, "train.shut_gate_unfit": unfit + 0.01})),
+          progress=False)
+    assert [r["split_used"] for r in _log(fit)] == [False] * 3
+    assert [r["val"] for r in _log(fit)] == [r["val"] for r in _log(plain)]
 
 
 def test_resume_without_checkpoint_fails_clearly(tiny_synth: Path, tmp_path: Path, capsys) -> None:

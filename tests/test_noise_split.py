@@ -98,7 +98,7 @@ def test_the_warm_up_gate_reads_eq6s_loss_whatever_the_split_is_fitted_on() -> N
     from disncl.config import load_config
     from disncl.data.noise import NoisyPairs
     from disncl.eval.encode import Embeddings
-    from disncl.train.loop import gate_bimodality, score_embeddings
+    from disncl.train.loop import gate_losses, score_embeddings
     from disncl.train.noise_split import bimodality
     from disncl.train.scoring import per_pair_loss
 
@@ -120,8 +120,38 @@ def test_the_warm_up_gate_reads_eq6s_loss_whatever_the_split_is_fitted_on() -> N
     assert cfg.split_score() == "cosine"
     table, _ = score_embeddings(emb, pairs, cfg)
     expected = bimodality(per_pair_loss(img, txt, pairs, cfg.split.tau, 32, cfg.train.seed), cfg.split)
-    assert gate_bimodality(emb, pairs, table, cfg) == expected
+    assert bimodality(gate_losses(emb, pairs, table, cfg), cfg.split) == expected
     assert bimodality(table["loss"], cfg.split) != expected
     loss_cfg = load_config(None, ["train.method=disncl", "train.batch_size=32", "split.score=loss"])
     loss_table, _ = score_embeddings(emb, pairs, loss_cfg)
-    assert gate_bimodality(emb, pairs, loss_table, loss_cfg) == expected
+    assert bimodality(gate_losses(emb, pairs, loss_table, loss_cfg), loss_cfg.split) == expected
+
+
+def test_the_fallback_reads_how_far_the_pairs_are_from_being_fit() -> None:
+    """Eq. 6h: the mean per-pair loss over log B is 1 for codes that cannot tell pairs apart, above 1 for
+    unrelated random codes, and far below for pairs the model fits; the shut gate's fallback starts only
+    above train.shut_gate_unfit."""
+    from disncl.config import load_config
+    from disncl.data.noise import NoisyPairs
+    from disncl.train.loop import starts_fallback
+    from disncl.train.noise_split import loss_vs_chance
+    from disncl.train.scoring import per_pair_loss
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(512, 64)).astype(np.float32)
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    unrelated = rng.normal(size=(512, 64)).astype(np.float32)
+    unrelated /= np.linalg.norm(unrelated, axis=1, keepdims=True)
+    pairs = NoisyPairs(caption=np.arange(512), image=np.arange(512), is_clean=np.ones(512, dtype=bool))
+    unfit = loss_vs_chance(per_pair_loss(img, unrelated, pairs, 0.07, 128, 0), 128)
+    fit = loss_vs_chance(per_pair_loss(img, img, pairs, 0.07, 128, 0), 128)
+    same = np.tile(img[:1], (512, 1))
+    assert loss_vs_chance(per_pair_loss(same, same, pairs, 0.07, 128, 0), 128) == pytest.approx(1.0, abs=1e-5)
+    assert unfit > 1.0 and fit < 0.05
+    with pytest.raises(ValueError, match="at least 2"):
+        loss_vs_chance(np.ones(3), 1)
+    gated = ["train.warmup=gated", "train.shut_gate=complementary"]
+    assert starts_fallback(load_config(None, gated), fit)  # Eq. 6g alone: wherever the gate stays shut
+    at_half = load_config(None, [*gated, "train.shut_gate_unfit=0.5"])
+    assert starts_fallback(at_half, unfit) and not starts_fallback(at_half, fit)
+    assert not starts_fallback(load_config(None, ["train.shut_gate_unfit=0.5"]), unfit)  # no_split

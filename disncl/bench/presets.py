@@ -51,6 +51,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "fixed_cosine": ("train.warmup=fixed", _XCOV),
     "fixed_complementary": ("train.warmup=fixed", "loss.flagged_loss=complementary", _XCOV),
     "shut_complementary": ("train.shut_gate=complementary", _XCOV),
+    "unfit_complementary": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5"),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -99,12 +100,14 @@ ABLATION_LABELS = {
                            "instead of a re-match (Eq. 5d)",
     "shut_complementary": "variant: where the gate stays shut, the split starts anyway with flagged pairs on SREM's "
                           "complementary loss (Eq. 6g)",
+    "unfit_complementary": "variant: where the gate stays shut and the warm-up fits the pairs no better than half "
+                           "of chance (r > 0.5, Eq. 6h), the split starts with SREM's complementary loss (Eq. 6g)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
                       "complementary", "ema_split", "adaptive_warmup", "loss_split", "outranked",
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
-                      "fixed_complementary", "shut_complementary"})
+                      "fixed_complementary", "shut_complementary", "unfit_complementary"})
 
 
 @dataclass(frozen=True)
@@ -386,5 +389,10 @@ PRESETS["standard-variants"] = replace(
         # gate opens and the run is the default's).
         *(RunSpec("disncl", "image", rate, seed, ablation="shut_complementary") for rate in (0.0, 0.8)
           for seed in (0, 1)),
+        # Eq. 6h: that fallback only where the warm-up fits the pairs no better than half of chance (both shut
+        # cells, and clean data on the second draw, where a false start would show).
+        *(RunSpec("disncl", "image", rate, seed, ablation="unfit_complementary") for rate in (0.0, 0.8)
+          for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.0, seed, ablation="unfit_complementary", data_seed=1) for seed in (0, 1)),
     ),
 )

@@ -31,6 +31,10 @@ class TrainConfig:
     # (Eq. 6f); "complementary" starts it anyway, the flagged pairs on SREM's complementary loss
     # (loss.flagged_loss), which pushes a pair from its partner, boundedly, and never towards a guess.
     shut_gate: Literal["no_split", "complementary"] = "no_split"
+    # Eq. 6h: the "complementary" fallback starts only where the pairs are not being fit, i.e. the mean
+    # per-pair loss (Eq. 6) after warm-up is above this share of its chance level log B (clean data sits
+    # near 0.2, 80 % noise near 1, docs/method.md §9.8); 0: wherever the gate stays shut (Eq. 6g alone).
+    shut_gate_unfit: float = 0.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True

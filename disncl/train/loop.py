@@ -31,7 +31,7 @@ from disncl.train import distributed
 from disncl.train.distributed import DistContext
 from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
 from disncl.train.feature_cache import cached_split, towers_digest
-from disncl.train.noise_split import bimodality, clean_probability, smooth_clean_probability
+from disncl.train.noise_split import bimodality, clean_probability, loss_vs_chance, smooth_clean_probability
 from disncl.train.objective import batch_objective
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
 from disncl.train.scoring import pair_distance, pair_table, per_pair_loss, write_pair_scores
@@ -179,7 +179,7 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
         use_split = split_active(cfg, epoch, s.state.split_from)
         terms = train_one_epoch(s, epoch, use_split, progress)
         train_seconds = time.perf_counter() - t0
-        table, prob, loss_bimodality = score_and_split(s, epoch)
+        table, prob, gate = score_and_split(s, epoch)
         val_emb = encode_sharded(s.model, s.val_data, cfg, s.device, ctx)
         s.state.epoch = epoch + 1
         if ctx.is_main:
@@ -193,8 +193,9 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
                 "split_used": use_split,
                 "val": retrieval_metrics(val_emb, s.val_data, cfg, s.val_keys),
             }
-            # How bimodal this epoch's per-pair losses are (Eq. 10): what the adaptive and gated warm-ups read.
-            record["loss_bimodality"] = loss_bimodality
+            # How bimodal this epoch's per-pair losses are (Eq. 10) and how well they are fit (Eq. 6h): what the
+            # adaptive and gated warm-ups and the shut gate's fallback read.
+            record |= gate
             if s.gt_known:
                 record |= detection_record(s, table, prob)
             append_log(s.run.log, record)
@@ -369,42 +370,53 @@ def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> 
     return {k: float(v) / len(batches) for k, v in terms_sum.items()}
 
 
-def gate_bimodality(emb: Embeddings, pairs: NoisyPairs, table: dict[str, np.ndarray], cfg: RunConfig) -> float:
-    """Ashman's D (Eq. 10) of Eq. 6's per-pair loss, whatever the mixture is fitted on: what the gated and
-    adaptive warm-ups read (Eq. 6d, 6f). The pair distance of Eq. 6e separates less early in training
-    (the bundled demo: D 1.92 on the distance after warm-up, 2.19 on the loss), so it would keep the
-    gate shut on noisy data (docs/method.md §9.6)."""
+def gate_losses(emb: Embeddings, pairs: NoisyPairs, table: dict[str, np.ndarray], cfg: RunConfig) -> np.ndarray:
+    """Eq. 6's per-pair loss, whatever the mixture is fitted on: what the gated and adaptive warm-ups read
+    (Ashman's D, Eq. 6d, 6f) and the shut gate's fallback (Eq. 6h). The pair distance of Eq. 6e separates
+    less early in training (the bundled demo: D 1.92 on the distance after warm-up, 2.19 on the loss), so
+    it would keep the gate shut on noisy data (docs/method.md §9.6)."""
     if cfg.split_score() == "loss":
-        return bimodality(table["loss"], cfg.split)
+        return table["loss"]
     img, txt = emb.space(cfg.selection_space())
-    loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
-    return bimodality(loss, cfg.split)
+    return per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
 
 
-def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | None, np.ndarray, float]:
+def starts_fallback(cfg: RunConfig, unfit: float) -> bool:
+    """Where the gate stays shut, does ``train.shut_gate`` start the split anyway (Eq. 6g), given the
+    warm-up's mean per-pair loss over its chance level (Eq. 6h)?"""
+    return cfg.train.shut_gate == "complementary" and unfit > cfg.train.shut_gate_unfit
+
+
+def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | None, np.ndarray, dict[str, float]]:
     """Encode the training pairs, fit the split on rank 0 (Eq. 6, 6c), write ``pair_scores.csv``, share ``w``.
 
     Every rank encodes a shard; rank 0's clean probabilities go to every rank, so all train the next
-    epoch on the same weights. Returns rank 0's pair table (None elsewhere), the new ``w``, and rank 0's
-    Ashman's D of the per-pair losses (Eq. 10; NaN elsewhere), which also decides an adaptive or gated
-    warm-up.
+    epoch on the same weights. Returns rank 0's pair table (None elsewhere), the new ``w``, and what the
+    warm-up gate read on rank 0 (NaN elsewhere): Ashman's D of the per-pair losses (Eq. 10) and their mean
+    over chance (Eq. 6h), which decide an adaptive or gated warm-up and the shut gate's fallback.
     """
     emb = encode_sharded(s.model, s.train_data, s.cfg, s.device, s.ctx)
     prob = np.empty(len(s.pairs.caption), dtype=np.float32)
-    table, loss_bimodality = None, float("nan")
+    table, gate = None, {"loss_bimodality": float("nan"), "loss_vs_chance": float("nan")}
     if s.ctx.is_main:
         # The first scoring pass has nothing to average with (the initial all-ones is not an estimate).
         table, prob = score_embeddings(emb, s.pairs, s.cfg, s.state.clean_prob if epoch > 0 else None)
         write_pair_scores(s.run.pair_scores, table, s.train_ds, s.pairs.is_clean if s.gt_known else None)
-        loss_bimodality = gate_bimodality(emb, s.pairs, table, s.cfg)
+        losses = gate_losses(emb, s.pairs, table, s.cfg)
+        gate = {"loss_bimodality": bimodality(losses, s.cfg.split),
+                "loss_vs_chance": loss_vs_chance(losses, s.cfg.train.batch_size)}
     s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
     if s.cfg.warmup_mode() != "fixed" and s.state.split_from < 0:
-        start = np.array([split_start(s.cfg, epoch + 1, loss_bimodality) if s.ctx.is_main else -1])
-        s.state.split_from = int(distributed.broadcast_array(s.ctx, start)[0])
-        if s.state.split_from == NO_SPLIT and s.cfg.train.shut_gate == "complementary":
+        decided = np.zeros(2, dtype=np.int64)
+        if s.ctx.is_main:
+            decided[:] = split_start(s.cfg, epoch + 1, gate["loss_bimodality"]), starts_fallback(
+                s.cfg, gate["loss_vs_chance"])
+        start, fallback = distributed.broadcast_array(s.ctx, decided)
+        s.state.split_from = int(start)
+        if s.state.split_from == NO_SPLIT and fallback:
             s.state.split_from, s.state.split_fallback = epoch + 1, True
             s.cfg = shut_gate_config(s.cfg, s.state)
-    return table, s.state.clean_prob, loss_bimodality
+    return table, s.state.clean_prob, gate
 
 
 def detection_record(s: Session, table: dict[str, np.ndarray], prob: np.ndarray) -> dict[str, Any]:

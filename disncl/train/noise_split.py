@@ -5,6 +5,7 @@ numpy + scikit-learn only; pure functions (arrays in, arrays out).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -88,6 +89,19 @@ def smooth_clean_probability(previous: np.ndarray, current: np.ndarray, ema: flo
     if prev.shape != cur.shape:
         raise ValueError(f"previous clean probability has shape {prev.shape}, current {cur.shape}")
     return cur if ema == 0.0 else (ema * prev + (1.0 - ema) * cur).astype(cur.dtype)
+
+
+def loss_vs_chance(losses: np.ndarray, batch_size: int) -> float:
+    """Mean per-pair loss (Eq. 6) over its chance level: r = mean_k ℓ_k / log B (Eq. 6h).
+
+    Eq. 6's symmetric InfoNCE over batches of B pairs is log B where a batch's similarities are all equal
+    (a uniform softmax both ways: the codes tell no pair apart; unrelated codes whose similarities spread
+    score above it), so r ≳ 1 says the model fits hardly any training pair, and r ≪ 1 that it fits most.
+    ``train.shut_gate_unfit`` reads it where the gate stays shut.
+    """
+    if batch_size < 2:
+        raise ValueError(f"the chance level log B needs batches of at least 2 pairs, got {batch_size}")
+    return float(np.mean(losses)) / math.log(batch_size)
 
 
 def bimodality(losses: np.ndarray, cfg: SplitConfig = SplitConfig()) -> float:
