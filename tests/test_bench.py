@@ -60,12 +60,15 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
 
     assert loss("").mi_estimator == "hsic"  # §9.8
     assert loss("xcov_mi").mi_estimator == "xcov"
-    since_hsic = {"unfit_complementary", "alpha_min_zero"}  # tried on today's defaults
+    since_hsic = {"unfit_complementary", "alpha_min_tenth"}  # tried on HSIC
     assert {loss(a).mi_estimator for a in since_hsic} == {"hsic"}
-    # Every variant tried before HSIC was adopted still runs on the penalty it was measured with.
+    # Every variant tried before HSIC was adopted still runs on the penalty it was measured with, and every
+    # variant on the α_min of its time (0.1 until §9.8).
     for ablation in VARIANTS - {"xcov_mi"} - since_hsic:
         assert loss(ablation).mi_estimator in ("xcov", "club"), ablation
+    assert loss("").alpha_min == 0.0 and {loss(a).alpha_min for a in VARIANTS} == {0.1}
     assert variant_base("disncl", "loss_split") == "xcov_mi" and variant_base("ncr", "loss_split") == ""
+    assert variant_base("disncl", "xcov_mi") == "alpha_min_tenth" and variant_base("disncl", "alpha_min_tenth") == ""
     assert variant_base("disncl", "fixed_warmup") == variant_base("ncr", "fixed_warmup") == "loss_split"
     references = {variant_base(s.method, s.ablation) for s in preset.runs() if s.ablation in VARIANTS}
     assert {s.ablation for s in preset.runs()} >= references

@@ -276,7 +276,7 @@ def test_total_recomposes_from_logs(estimator: str) -> None:
 def test_defaults() -> None:
     cfg = DisNCLLossConfig()
     assert (cfg.tau, cfg.tau_target, cfg.gamma, cfg.beta, cfg.beta_mei) == (0.07, 0.05, 0.8, 1e-3, 1e-3)
-    assert (cfg.lambda_rec, cfg.lambda_mi, cfg.alpha_min, cfg.alpha_max) == (1.0, 1.0, 0.1, 1.0)
+    assert (cfg.lambda_rec, cfg.lambda_mi, cfg.alpha_min, cfg.alpha_max) == (1.0, 1.0, 0.0, 1.0)  # §9.8
     assert cfg.soft_targets and not cfg.weight_by_clean_prob and cfg.use_kl and cfg.use_mi and cfg.use_recon
     assert (cfg.recon, cfg.mi_estimator, cfg.lambda_full) == ("mse", "hsic", 1.0)  # §9.8
     # Chosen on validation (docs/method.md §9.4): Eq. 4b with the hard split at θ = 0.9, no batch gate.
@@ -382,7 +382,9 @@ def test_noisy_pairs_get_softer_targets() -> None:
     assert noisy["alpha_mean"] == pytest.approx(1.0)
     x.clean_prob = None
     _, warm = disncl_loss(x, DisNCLLossConfig())
-    assert warm["alpha_mean"] == pytest.approx(0.1) and warm["clean_prob_mean"] == 1.0
+    assert warm["alpha_mean"] == pytest.approx(0.0) and warm["clean_prob_mean"] == 1.0  # α_min = 0 (§9.8)
+    _, tenth = disncl_loss(x, DisNCLLossConfig(alpha_min=0.1))
+    assert tenth["alpha_mean"] == pytest.approx(0.1)
 
 
 def test_float32_inputs() -> None:
@@ -488,7 +490,7 @@ def test_flagged_pairs_can_train_on_the_complementary_loss_instead_of_a_rematch(
     _, logs = disncl_loss(x, cfg)
     sim = similarity(x.z_v, x.z_t)
     flagged = (w <= 0.9).float()
-    alpha = 0.1 + 0.9 * flagged
+    alpha = cfg.alpha_min + (cfg.alpha_max - cfg.alpha_min) * flagged
     t_i2t, t_t2i = soft_targets(sim, alpha, cfg.tau_target, True)
     expected = (soft_infonce(sim, cfg.tau, t_i2t, t_t2i, 1.0 - flagged)
                 + (flagged * complementary_loss(sim, cfg.complementary_tau, cfg.complementary_bias)).sum() / b)
@@ -527,7 +529,7 @@ def test_outranked_mode_rematches_only_flagged_pairs_whose_partner_the_model_out
     assert 0 < float((flagged * top).sum()) < float(flagged.sum())  # the inputs exercise both flagged cases
     cfg = DisNCLLossConfig(lambda_full=0.0, flagged_loss="outranked")
     _, logs = disncl_loss(x, cfg)
-    t_i2t, t_t2i = soft_targets(sim, 0.1 + 0.9 * flagged, cfg.tau_target, True)
+    t_i2t, t_t2i = soft_targets(sim, cfg.alpha_min + (cfg.alpha_max - cfg.alpha_min) * flagged, cfg.tau_target, True)
     expected = soft_infonce(sim, cfg.tau, t_i2t, t_t2i, 1.0 - flagged * top)
     assert float(logs["align"]) == pytest.approx(float(expected), rel=1e-6)
     _, rematch = disncl_loss(x, replace(cfg, flagged_loss="rematch"))

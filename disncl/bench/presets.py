@@ -15,8 +15,10 @@ from dataclasses import dataclass, replace
 
 from disncl.methods import METHOD_NAMES
 
-# The MI penalty of the defaults until §9.8 (Eq. 8b), kept by every variant measured on it.
+# The MI penalty of the defaults until §9.8 (Eq. 8b), and their Eq. 5 α_min, kept by every variant
+# measured on them.
 _XCOV = "loss.mi_estimator=xcov"
+_TENTH = "loss.alpha_min=0.1"
 
 # Relative to the current DisNCL defaults (docs/method.md §9.4-9.8). Terms switched off:
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -25,34 +27,37 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "no_mi": ("loss.use_mi=false",),
     "no_recon": ("loss.use_recon=false",),
     "full_similarity": ("train.select_on=full",),
-    # Variants: a term replaced. Each keeps the settings it was measured with: those tried before §9.8 ran
-    # on the cross-covariance penalty (_XCOV), those before §9.6 also on the loss split (split.score=loss),
-    # and each is compared with the defaults of its time (VARIANT_BASE).
+    # Variants: a term replaced. Each keeps the settings it was measured with: all of them α_min = 0.1
+    # (_TENTH), those tried before HSIC the cross-covariance penalty (_XCOV), those before §9.6 the loss
+    # split (split.score=loss); each is compared with the defaults of its time (VARIANT_BASE).
     "v1_default": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "loss.target_exclude_self=false",
-                   "loss.alpha_hard_threshold=0", "train.warmup=fixed", "split.score=loss"),
+                   "loss.alpha_hard_threshold=0", "train.warmup=fixed", "split.score=loss", _TENTH),
     "v1_ema_split": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "loss.target_exclude_self=false",
-                     "loss.alpha_hard_threshold=0", "train.warmup=fixed", "split.ema=0.5", "split.score=loss"),
-    "club_mi": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "split.score=loss"),
-    "soft_rematch": ("loss.target_exclude_self=false", "loss.alpha_hard_threshold=0", "split.score=loss", _XCOV),
-    "split_at_half": ("loss.alpha_hard_threshold=0.5", "split.score=loss", _XCOV),
-    "batch_gate": ("loss.confident_quantile=0.5", "split.score=loss", _XCOV),
-    "complementary": ("loss.flagged_loss=complementary", "split.score=loss", _XCOV),
-    "ema_split": ("split.ema=0.5", "split.score=loss", _XCOV),
+                     "loss.alpha_hard_threshold=0", "train.warmup=fixed", "split.ema=0.5", "split.score=loss",
+                     _TENTH),
+    "club_mi": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "split.score=loss", _TENTH),
+    "soft_rematch": ("loss.target_exclude_self=false", "loss.alpha_hard_threshold=0", "split.score=loss", _XCOV,
+                     _TENTH),
+    "split_at_half": ("loss.alpha_hard_threshold=0.5", "split.score=loss", _XCOV, _TENTH),
+    "batch_gate": ("loss.confident_quantile=0.5", "split.score=loss", _XCOV, _TENTH),
+    "complementary": ("loss.flagged_loss=complementary", "split.score=loss", _XCOV, _TENTH),
+    "ema_split": ("split.ema=0.5", "split.score=loss", _XCOV, _TENTH),
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5",
-                        "split.score=loss", _XCOV),
-    "loss_split": ("split.score=loss", _XCOV),
-    "outranked": ("train.warmup=fixed", "loss.flagged_loss=outranked", "split.score=loss", _XCOV),
-    "fixed_warmup": ("train.warmup=fixed", "split.score=loss", _XCOV),
-    "gated_warmup": ("train.warmup=gated", "split.score=loss", _XCOV),
+                        "split.score=loss", _XCOV, _TENTH),
+    "loss_split": ("split.score=loss", _XCOV, _TENTH),
+    "outranked": ("train.warmup=fixed", "loss.flagged_loss=outranked", "split.score=loss", _XCOV, _TENTH),
+    "fixed_warmup": ("train.warmup=fixed", "split.score=loss", _XCOV, _TENTH),
+    "gated_warmup": ("train.warmup=gated", "split.score=loss", _XCOV, _TENTH),
     # §9.8, on the defaults of §9.6 (the split on the distance, the cross-covariance penalty): the cells
-    # DisNCL trails, and MII against full (the HSIC penalty, adopted: the earlier defaults are `xcov_mi`).
-    "xcov_mi": (_XCOV,),
-    "rematch_at_half": ("loss.alpha_hard_threshold=0.5", _XCOV),
-    "fixed_cosine": ("train.warmup=fixed", _XCOV),
-    "fixed_complementary": ("train.warmup=fixed", "loss.flagged_loss=complementary", _XCOV),
-    "shut_complementary": ("train.shut_gate=complementary", _XCOV),
-    "unfit_complementary": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5"),
-    "alpha_min_zero": ("loss.alpha_min=0",),
+    # DisNCL trails, and MII against full (the HSIC penalty, adopted: the earlier defaults are `xcov_mi`;
+    # then α_min = 0, adopted: the HSIC defaults with α_min = 0.1 are `alpha_min_tenth`).
+    "xcov_mi": (_XCOV, _TENTH),
+    "rematch_at_half": ("loss.alpha_hard_threshold=0.5", _XCOV, _TENTH),
+    "fixed_cosine": ("train.warmup=fixed", _XCOV, _TENTH),
+    "fixed_complementary": ("train.warmup=fixed", "loss.flagged_loss=complementary", _XCOV, _TENTH),
+    "shut_complementary": ("train.shut_gate=complementary", _XCOV, _TENTH),
+    "unfit_complementary": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _TENTH),
+    "alpha_min_tenth": (_TENTH,),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -61,6 +66,7 @@ VARIANT_BASE: dict[str, str] = {
                                        "gated_warmup")},
     **{name: "xcov_mi" for name in ("loss_split", "rematch_at_half", "fixed_cosine", "fixed_complementary",
                                     "shut_complementary")},
+    **{name: "alpha_min_tenth" for name in ("xcov_mi", "unfit_complementary")},
 }
 
 
@@ -103,15 +109,15 @@ ABLATION_LABELS = {
                           "complementary loss (Eq. 6g)",
     "unfit_complementary": "variant: where the gate stays shut and the warm-up fits the pairs no better than half "
                            "of chance (r > 0.5, Eq. 6h), the split starts with SREM's complementary loss (Eq. 6g)",
-    "alpha_min_zero": "variant: α_min = 0 (Eq. 5): a trusted pair, and every pair during warm-up, trains on its "
-                      "partner alone instead of keeping 10 % of its target on the model's other matches",
+    "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
+                       "warm-up, keeps 10 % of its target on the model's other matches instead of its partner alone",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
                       "complementary", "ema_split", "adaptive_warmup", "loss_split", "outranked",
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
-                      "alpha_min_zero"})
+                      "alpha_min_tenth"})
 
 
 @dataclass(frozen=True)
@@ -347,10 +353,10 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8 variants: 311 runs, about 9 h on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8 variants: 314 runs, about 9 h on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
-              "loss_split", "xcov_mi", "alpha_min_zero"),
-    confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_zero"),
+              "loss_split", "xcov_mi", "alpha_min_tenth"),
+    confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth"),
     extra_runs=(
         # The warm-up each method does not use by default (the gated one, Eq. 6f, for the baselines; the fixed
         # one for DisNCL, on the loss split it was tried on) where the two differ: the cells whose losses are
@@ -400,21 +406,21 @@ PRESETS["standard-variants"] = replace(
           for seed in (0, 1)),
         *(RunSpec("disncl", "image", 0.0, seed, ablation="unfit_complementary", data_seed=1) for seed in (0, 1)),
         # Seeds 0-1 left it mixed at 80 % (validation +29.8, -6.5): three more seeds, and the cell on draw 2,
-        # with the defaults beside it.
-        *(RunSpec("disncl", "image", 0.8, seed, ablation=a) for seed in (2, 3, 4) for a in ("unfit_complementary", "")),
+        # with its reference beside it (the defaults of the time, α_min = 0.1).
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=a) for seed in (2, 3, 4)
+          for a in ("unfit_complementary", "alpha_min_tenth")),
         *(RunSpec("disncl", "image", 0.8, seed, ablation=a, data_seed=1) for seed in (0, 1)
-          for a in ("unfit_complementary", "")),
-        # DisNCL trails at clean data and 20 %, where most pairs are trusted: is it the 10 % of a trusted pair's
-        # target that Eq. 5's α_min keeps on other items (a label smoothing the baselines do not have)?
-        *(RunSpec("disncl", "image", rate, seed, ablation="alpha_min_zero") for rate in (0.0, 0.2, 0.6, 0.8)
+          for a in ("unfit_complementary", "alpha_min_tenth")),
+        # DisNCL trailed at clean data and 20 %, where most pairs are trusted: it was the 10 % of a trusted pair's
+        # target that Eq. 5's α_min kept on other items (a label smoothing the baselines do not have). α_min = 0
+        # is the default since; α_min = 0.1 at every cell the defaults run, and at 20 % on draw 2.
+        *(RunSpec("disncl", "image", rate, seed, ablation="alpha_min_tenth") for rate in (0.0, 0.2, 0.6, 0.8)
           for seed in (0, 1)),
-        *(RunSpec("disncl", "caption", 0.4, seed, ablation="alpha_min_zero") for seed in (0, 1)),
-        # It moved validation at 20 % on both seeds: that cell on draw 2 too, with the defaults beside it.
-        *(RunSpec("disncl", "image", 0.2, seed, ablation=a, data_seed=1) for seed in (0, 1)
-          for a in ("alpha_min_zero", "")),
-        # And the cells its adoption would re-run: the confound sweep (both draws) and clean data on draw 2.
-        *(RunSpec("disncl", "image", 0.4, 0, confound=rho, ablation="alpha_min_zero", data_seed=draw)
+        *(RunSpec("disncl", "caption", 0.4, seed, ablation="alpha_min_tenth") for seed in (0, 1)),
+        *(RunSpec("disncl", "image", rate, seed, ablation=a, data_seed=1) for rate in (0.0, 0.2) for seed in (0, 1)
+          for a in ("alpha_min_tenth", "")),
+        *(RunSpec("disncl", "image", 0.4, 0, confound=rho, ablation="alpha_min_tenth", data_seed=draw)
           for rho in (0.5, 0.7, 0.9) for draw in (0, 1)),
-        *(RunSpec("disncl", "image", 0.0, seed, ablation="alpha_min_zero", data_seed=1) for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.4, 1, confound=rho, ablation="alpha_min_tenth") for rho in (0.5, 0.7, 0.9)),
     ),
 )

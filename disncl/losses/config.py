@@ -31,7 +31,9 @@ class DisNCLLossConfig:
     lambda_mi: float = 1.0
     tau: float = 0.07
     tau_target: float = 0.05
-    alpha_min: float = 0.1
+    # Eq. 5's α for a trusted pair: 0 since §9.8 (with Eq. 4b, 0.1 put a tenth of every trusted pair's target
+    # on the batch's other items, a smoothing towards wrong matches; bench variant ``alpha_min_tenth``).
+    alpha_min: float = 0.0
     alpha_max: float = 1.0
     soft_targets: bool = True
     # Eq. 4b: the self-distilled part of a target leaves the annotated partner out.
