@@ -69,6 +69,7 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     assert loss("").alpha_min == 0.0 and {loss(a).alpha_min for a in VARIANTS} == {0.1}
     assert variant_base("disncl", "loss_split") == "xcov_mi" and variant_base("ncr", "loss_split") == ""
     assert variant_base("disncl", "xcov_mi") == "alpha_min_tenth" and variant_base("disncl", "alpha_min_tenth") == ""
+    assert variant_base("ncr", "xcov_mi") == variant_base("ncr", "unfit_complementary") == ""
     assert variant_base("disncl", "fixed_warmup") == variant_base("ncr", "fixed_warmup") == "loss_split"
     references = {variant_base(s.method, s.ablation) for s in preset.runs() if s.ablation in VARIANTS}
     assert {s.ablation for s in preset.runs()} >= references

@@ -407,10 +407,11 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
                 "loss_vs_chance": loss_vs_chance(losses, s.cfg.train.batch_size)}
     s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
     if s.cfg.warmup_mode() != "fixed" and s.state.split_from < 0:
+        # Rank 0 decides (the start epoch, and whether a shut gate falls back); every rank applies it.
         decided = np.zeros(2, dtype=np.int64)
         if s.ctx.is_main:
-            decided[:] = split_start(s.cfg, epoch + 1, gate["loss_bimodality"]), starts_fallback(
-                s.cfg, gate["loss_vs_chance"])
+            decided[0] = split_start(s.cfg, epoch + 1, gate["loss_bimodality"])
+            decided[1] = starts_fallback(s.cfg, gate["loss_vs_chance"])
         start, fallback = distributed.broadcast_array(s.ctx, decided)
         s.state.split_from = int(start)
         if s.state.split_from == NO_SPLIT and fallback:
