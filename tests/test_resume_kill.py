@@ -94,10 +94,13 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_synth: Path, tm
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, f"the run was not killed (exit {proc.returncode}): {err.decode()}"
 
-    # Killed inside epoch 2 or 3: the epochs before it are checkpointed and logged, the one it hit is not.
+    # Killed inside epoch 2 or 3: the epochs before it are checkpointed and logged. An epoch is logged just
+    # before its checkpoint is written, so a kill in between leaves it logged but not checkpointed; the
+    # resume then drops that log line (truncate_log) and trains the epoch again.
     done = [r["epoch"] for r in _log(killed)]
     assert done in ([1], [1, 2]), f"the kill landed after the last epoch finished ({done}); raise the epoch length"
-    assert json.loads((find_checkpoint(killed / "last") / "train_state.json").read_text())["epoch"] == len(done)
+    checkpointed = json.loads((find_checkpoint(killed / "last") / "train_state.json").read_text())["epoch"]
+    assert 1 <= checkpointed <= len(done) <= checkpointed + 1
     _assert_complete_files(killed)
 
     assert main(["train", "--resume", "--out", str(killed), "--no-progress"]) == 0
