@@ -58,6 +58,9 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "shut_complementary": ("train.shut_gate=complementary", _XCOV, _TENTH),
     "unfit_complementary": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _TENTH),
     "alpha_min_tenth": (_TENTH,),
+    # On today's defaults: Eq. 6h's fallback, alone and with SREM's batch confidence test for trusted pairs.
+    "unfit_split": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5"),
+    "unfit_confident": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "loss.confident_quantile=0.5"),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -113,6 +116,10 @@ ABLATION_LABELS = {
                           "complementary loss (Eq. 6g)",
     "unfit_complementary": "variant: where the gate stays shut and the warm-up fits the pairs no better than half "
                            "of chance (r > 0.5, Eq. 6h), the split starts with SREM's complementary loss (Eq. 6g)",
+    "unfit_split": "variant: where the gate stays shut and the warm-up fits the pairs no better than half of chance "
+                   "(r > 0.5, Eq. 6h), the split starts with SREM's complementary loss for flagged pairs (Eq. 6g)",
+    "unfit_confident": "variant: unfit_split, and a trusted pair must also pass SREM's batch confidence test (Eq. 5c, "
+                       "q = 0.5), as SREM selects",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
                        "warm-up, keeps 10 % of its target on the model's other matches instead of its partner alone",
 }
@@ -121,7 +128,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "complementary", "ema_split", "adaptive_warmup", "loss_split", "outranked",
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
-                      "alpha_min_tenth"})
+                      "alpha_min_tenth", "unfit_split", "unfit_confident"})
 
 
 @dataclass(frozen=True)
@@ -425,5 +432,8 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.4, 0, confound=rho, ablation="alpha_min_tenth", data_seed=draw)
           for rho in (0.5, 0.7, 0.9) for draw in (0, 1)),
         *(RunSpec("disncl", "image", 0.4, 1, confound=rho, ablation="alpha_min_tenth") for rho in (0.5, 0.7, 0.9)),
+        # 80 %, on today's defaults: Eq. 6h's fallback alone, and with SREM's per-batch selection of trusted pairs.
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=a) for a in ("unfit_split", "unfit_confident")
+          for seed in (0, 1)),
     ),
 )
