@@ -63,6 +63,8 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "unfit_confident": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "loss.confident_quantile=0.5"),
     "unfit_split_full": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full"),
     "unfit_split_xcov": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _XCOV),
+    "unfit_full_strict": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full",
+                          "loss.alpha_hard_threshold=0.99"),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -126,6 +128,8 @@ ABLATION_LABELS = {
                         "features learn faster than MII at 80 % noise)",
     "unfit_split_xcov": "variant: unfit_split with the cross-covariance penalty (Eq. 8b), whose warm-up is faster at "
                         "80 % noise",
+    "unfit_full_strict": "variant: unfit_split_full with a stricter hard split, θ = 0.99 (Eq. 5b): fewer noisy pairs "
+                         "trusted where most are noisy",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
                        "warm-up, keeps 10 % of its target on the model's other matches instead of its partner alone",
 }
@@ -135,7 +139,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
                       "alpha_min_tenth", "unfit_split", "unfit_confident", "unfit_split_full",
-                      "unfit_split_xcov"})
+                      "unfit_split_xcov", "unfit_full_strict"})
 
 
 @dataclass(frozen=True)
@@ -441,6 +445,7 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.4, 1, confound=rho, ablation="alpha_min_tenth") for rho in (0.5, 0.7, 0.9)),
         # 80 %, on today's defaults: Eq. 6h's fallback alone, and with SREM's per-batch selection of trusted pairs.
         *(RunSpec("disncl", "image", 0.8, seed, ablation=a)
-          for a in ("unfit_split", "unfit_confident", "unfit_split_full", "unfit_split_xcov") for seed in (0, 1)),
+          for a in ("unfit_split", "unfit_confident", "unfit_split_full", "unfit_split_xcov", "unfit_full_strict")
+          for seed in (0, 1)),
     ),
 )
