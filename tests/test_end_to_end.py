@@ -134,6 +134,35 @@ def test_a_shut_gate_can_start_the_split_on_the_complementary_loss_and_a_resume_
     assert [r["val"] for r in _log(fit)] == [r["val"] for r in _log(plain)]
 
 
+def test_a_fallback_in_the_full_space_trains_as_a_full_space_split_and_is_evaluated_there(
+    tiny_synth: Path, tmp_path: Path
+) -> None:
+    """Eq. 6i: train.shut_gate_space=full moves the fallback's split and model selection to the full space
+    when it starts. Its split is fitted on the same embeddings as a fixed warm-up's full-space split, so the
+    run trains exactly as that one; config.yaml, evaluation and a resume then read the full space."""
+    base = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
+    gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary", "train.shut_gate_space": "full"}
+    fixed = {**base, "train.warmup": "fixed", "loss.flagged_loss": "complementary", "train.select_on": "full"}
+    runs = {name: tmp_path / name for name in ("gated", "fixed", "resumed")}
+    train(load_config(None, tiny_overrides(tiny_synth, runs["gated"], **gated)), progress=False)
+    train(load_config(None, tiny_overrides(tiny_synth, runs["fixed"], **fixed)), progress=False)
+    train(load_config(None, tiny_overrides(tiny_synth, runs["resumed"], **gated)), progress=False, stop_after=2)
+    assert main(["train", "--resume", "--out", str(runs["resumed"]), "--no-progress"]) == 0
+    logs = {name: _log(run) for name, run in runs.items()}
+    assert logs["gated"][0]["loss_bimodality"] <= 2.0  # the gate is shut on clean data
+    assert [r["split_used"] for r in logs["gated"]] == [False, True, True]
+    for other in ("fixed", "resumed"):
+        assert [r["val"] for r in logs[other]] == [r["val"] for r in logs["gated"]], other
+    assert load_config(runs["gated"] / "config.yaml").train.select_on == "full"
+    assert evaluate_run(runs["gated"], progress=False)["selection_space"] == "full"
+    # Without the fallback nothing moves: the run keeps the method's own space.
+    plain = tmp_path / "plain"
+    train(load_config(None, tiny_overrides(tiny_synth, plain, **{**gated, "train.shut_gate": "no_split"})),
+          progress=False)
+    assert load_config(plain / "config.yaml").train.select_on == "auto"
+    assert evaluate_run(plain, progress=False)["selection_space"] == "mii"
+
+
 def test_resume_without_checkpoint_fails_clearly(tiny_synth: Path, tmp_path: Path, capsys) -> None:
     assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "config file" in capsys.readouterr().err

@@ -63,6 +63,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "unfit_confident": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "loss.confident_quantile=0.5"),
     "unfit_split_full": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full"),
     "unfit_split_xcov": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _XCOV),
+    "unfit_full": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.shut_gate_space=full"),
     "unfit_full_strict": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full",
                           "loss.alpha_hard_threshold=0.99"),
 }
@@ -128,6 +129,8 @@ ABLATION_LABELS = {
                         "features learn faster than MII at 80 % noise)",
     "unfit_split_xcov": "variant: unfit_split with the cross-covariance penalty (Eq. 8b), whose warm-up is faster at "
                         "80 % noise",
+    "unfit_full": "variant: Eq. 6h's fallback (unfit_split), its split and model selection moved to the full space "
+                  "when it starts (Eq. 6i)",
     "unfit_full_strict": "variant: unfit_split_full with a stricter hard split, θ = 0.99 (Eq. 5b): fewer noisy pairs "
                          "trusted where most are noisy",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
@@ -139,7 +142,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
                       "alpha_min_tenth", "unfit_split", "unfit_confident", "unfit_split_full",
-                      "unfit_split_xcov", "unfit_full_strict"})
+                      "unfit_split_xcov", "unfit_full_strict", "unfit_full"})
 
 
 @dataclass(frozen=True)
@@ -447,5 +450,10 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.8, seed, ablation=a)
           for a in ("unfit_split", "unfit_confident", "unfit_split_full", "unfit_split_xcov", "unfit_full_strict")
           for seed in (0, 1)),
+        # Eq. 6i (the fallback moves the split and model selection to the full space when it starts): 80 % on
+        # both draws with the defaults beside it on draw 2, and clean data, where the fallback must not start.
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=a, data_seed=1) for seed in (0, 1)
+          for a in ("unfit_full", "")),
+        *(RunSpec("disncl", "image", rate, seed, ablation="unfit_full") for rate in (0.8, 0.0) for seed in (0, 1)),
     ),
 )

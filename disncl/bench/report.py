@@ -33,9 +33,12 @@ Result = dict[str, Any]
 
 
 def _space(r: Result, space: str) -> str:
-    """``best`` is the run's own selection space (MII for DisNCL unless ``select_on`` says otherwise)."""
+    """``best`` is the run's own selection space (MII for DisNCL unless ``select_on`` says otherwise, or the
+    run moved it: Eq. 6i's fallback, recorded by its evaluation)."""
     if space != "best":
         return space
+    if r["evaluation"].get("selection_space"):
+        return r["evaluation"]["selection_space"]
     select_on = r["config"]["train"]["select_on"]
     if select_on != "auto":
         return select_on

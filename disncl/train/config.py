@@ -35,6 +35,11 @@ class TrainConfig:
     # per-pair loss (Eq. 6) after warm-up is above this share of its chance level log B (clean data sits
     # near 0.2, 80 % noise near 1, docs/method.md §9.8); 0: wherever the gate stays shut (Eq. 6g alone).
     shut_gate_unfit: float = 0.0
+    # Eq. 6i: where that fallback starts, the space its split is fitted in and the model is selected on from
+    # then: "selection" keeps the method's own (select_on); "full" moves both to the towers' features, which
+    # learn faster than the MII codes while most pairs are wrong (docs/method.md §9.8). The switch is written
+    # to the run's config.yaml, so evaluation, export and a resume read the space the run was selected on.
+    shut_gate_space: Literal["selection", "full"] = "selection"
     seed: int = 0
     device: str = "auto"
     amp: bool = True

@@ -199,9 +199,10 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
             if s.gt_known:
                 record |= detection_record(s, table, prob)
             append_log(s.run.log, record)
-            save_checkpoints(s, record["val"][cfg.selection_space()]["rsum"])
+            # The session's configuration: Eq. 6i's fallback can move the selection space mid-run.
+            save_checkpoints(s, record["val"][s.cfg.selection_space()]["rsum"])
             if progress:
-                tqdm.write(_epoch_line(record, cfg.selection_space()))
+                tqdm.write(_epoch_line(record, s.cfg.selection_space()))
         distributed.barrier(ctx)
     return s.run.root
 
@@ -283,10 +284,12 @@ def _cached_features(
 
 def shut_gate_config(cfg: RunConfig, state: TrainState) -> RunConfig:
     """The configuration a run trains on: ``cfg``, with the flagged pairs on the complementary loss once the
-    gate stayed shut and ``train.shut_gate`` started the split anyway (Eq. 6g; ``state.split_fallback``)."""
+    gate stayed shut and ``train.shut_gate`` started the split anyway (Eq. 6g; ``state.split_fallback``), and
+    with ``train.shut_gate_space: full`` the split and model selection in the full space from then (Eq. 6i)."""
     if not state.split_fallback:
         return cfg
-    return replace(cfg, loss=replace(cfg.loss, flagged_loss="complementary"))
+    train_cfg = replace(cfg.train, select_on="full") if cfg.train.shut_gate_space == "full" else cfg.train
+    return replace(cfg, loss=replace(cfg.loss, flagged_loss="complementary"), train=train_cfg)
 
 
 def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
@@ -416,8 +419,25 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
         s.state.split_from = int(start)
         if s.state.split_from == NO_SPLIT and fallback:
             s.state.split_from, s.state.split_fallback = epoch + 1, True
+            space = s.cfg.selection_space()
             s.cfg = shut_gate_config(s.cfg, s.state)
+            if s.cfg.selection_space() != space:
+                table = refit_split(s, emb)
     return table, s.state.clean_prob, gate
+
+
+def refit_split(s: Session, emb: Embeddings) -> dict[str, np.ndarray] | None:
+    """Eq. 6i: the fallback moved the split to another space; fit it there before its first epoch (with nothing
+    to average in: the other space's posteriors are not an estimate of this one's), and record the space in the
+    run's config.yaml (what evaluation and export read)."""
+    prob = np.empty(len(s.pairs.caption), dtype=np.float32)
+    table = None
+    if s.ctx.is_main:
+        table, prob = score_embeddings(emb, s.pairs, s.cfg)
+        write_pair_scores(s.run.pair_scores, table, s.train_ds, s.pairs.is_clean if s.gt_known else None)
+        atomic_write_text(s.run.config, dump_yaml(s.cfg))
+    s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
+    return table
 
 
 def detection_record(s: Session, table: dict[str, np.ndarray], prob: np.ndarray) -> dict[str, Any]:
