@@ -50,27 +50,53 @@ def test_every_run_of_every_preset_is_a_valid_config(name):
 
 
 def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their_reference():
-    from disncl.bench.presets import variant_base
+    from disncl.bench.presets import reference_at, variant_base
 
     preset = PRESETS["standard-variants"]
 
-    def loss(ablation: str, method: str = "disncl"):
+    def config(ablation: str, method: str = "disncl"):
         spec = RunSpec(method, "image", 0.4, 0, ablation=ablation)
-        return load_config(None, spec.overrides(preset, "data/x")).loss
+        return load_config(None, spec.overrides(preset, "data/x"))
+
+    def loss(ablation: str, method: str = "disncl"):
+        return config(ablation, method).loss
 
     assert loss("").mi_estimator == "hsic"  # §9.8
     assert loss("xcov_mi").mi_estimator == "xcov"
-    since_hsic = {"unfit_complementary", "alpha_min_tenth"}  # tried on HSIC
+    fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
+    since_hsic = {"unfit_complementary", "alpha_min_tenth"} | fallback_variants  # tried on HSIC
     assert {loss(a).mi_estimator for a in since_hsic} == {"hsic"}
     # Every variant tried before HSIC was adopted still runs on the penalty it was measured with, and every
-    # variant on the α_min of its time (0.1 until §9.8).
-    for ablation in VARIANTS - {"xcov_mi"} - since_hsic:
+    # variant before α_min = 0 on the α_min of its time (0.1 until §9.8).
+    for ablation in VARIANTS - {"xcov_mi", "unfit_split_xcov"} - since_hsic:
         assert loss(ablation).mi_estimator in ("xcov", "club"), ablation
-    assert loss("").alpha_min == 0.0 and {loss(a).alpha_min for a in VARIANTS} == {0.1}
+    assert loss("unfit_split_xcov").mi_estimator == "xcov"
+    assert loss("").alpha_min == 0.0
+    assert {loss(a).alpha_min for a in VARIANTS - fallback_variants - {"unfit_split_xcov"}} == {0.1}
+    assert {loss(a).alpha_min for a in fallback_variants | {"unfit_split_xcov"}} == {0.0}
+    # The shut gate's fallback in the full space is the default (Eq. 6g-6i); every variant measured before it
+    # keeps the gate's "never", and the fallback variants the space they were measured in.
+    train = config("").train
+    assert (train.shut_gate, train.shut_gate_unfit, train.shut_gate_space) == ("complementary", 0.5, "full")
+    fallback_kept = {"shut_complementary", "unfit_complementary", "unfit_split_xcov"}
+    fallback_kept |= fallback_variants - {"no_fallback"}
+    for ablation in VARIANTS - fallback_kept:
+        assert config(ablation).train.shut_gate == "no_split", ablation
+    for ablation in fallback_kept:
+        assert config(ablation).train.shut_gate == "complementary", ablation
+        assert config(ablation).train.shut_gate_space == "selection", ablation
+    assert config("shut_complementary").train.shut_gate_unfit == 0.0
     assert variant_base("disncl", "loss_split") == "xcov_mi" and variant_base("ncr", "loss_split") == ""
     assert variant_base("disncl", "xcov_mi") == "alpha_min_tenth" and variant_base("disncl", "alpha_min_tenth") == ""
     assert variant_base("ncr", "xcov_mi") == variant_base("ncr", "unfit_complementary") == ""
     assert variant_base("disncl", "fixed_warmup") == variant_base("ncr", "fixed_warmup") == "loss_split"
+    assert variant_base("disncl", "unfit_split") == "no_fallback"
+    # Where the defaults' fallback starts (a cell with a no_fallback run), a variant measured without it
+    # compares with no_fallback; elsewhere the two are the same run, and it compares with the defaults.
+    assert reference_at("disncl", "alpha_min_tenth", True) == "no_fallback"
+    assert reference_at("disncl", "alpha_min_tenth", False) == ""
+    assert reference_at("disncl", "no_fallback", True) == ""
+    assert reference_at("disncl", "xcov_mi", True) == "alpha_min_tenth"
     references = {variant_base(s.method, s.ablation) for s in preset.runs() if s.ablation in VARIANTS}
     assert {s.ablation for s in preset.runs()} >= references
 

@@ -91,7 +91,8 @@ def test_gated_warmup_decides_once_after_warmup_whether_the_run_uses_the_split(
 
     # The tiny benchmark without noise has unimodal losses after its warm-up epoch (D ≈ 1.0), so the gate
     # keeps the split off, and a run resumed after the decision keeps it.
-    extra = {"train.warmup": "gated", "train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
+    extra = {"train.warmup": "gated", "train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0,
+             "train.shut_gate": "no_split"}
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(load_config(None, tiny_overrides(tiny_synth, straight, **extra)), progress=False)
     log = _log(straight)
@@ -108,7 +109,8 @@ def test_a_shut_gate_can_start_the_split_on_the_complementary_loss_and_a_resume_
     """Eq. 6g: where the gate stays shut, train.shut_gate=complementary starts the split anyway with the
     flagged pairs on the complementary loss: the very run a fixed warm-up with that loss makes."""
     base = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
-    gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary"}
+    gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary", "train.shut_gate_unfit": 0,
+             "train.shut_gate_space": "selection"}
     fixed = {**base, "train.warmup": "fixed", "loss.flagged_loss": "complementary"}
     runs = {name: tmp_path / name for name in ("gated", "fixed", "resumed")}
     train(load_config(None, tiny_overrides(tiny_synth, runs["gated"], **gated)), progress=False)
@@ -141,7 +143,8 @@ def test_a_fallback_in_the_full_space_trains_as_a_full_space_split_and_is_evalua
     when it starts. Its split is fitted on the same embeddings as a fixed warm-up's full-space split, so the
     run trains exactly as that one; config.yaml, evaluation and a resume then read the full space."""
     base = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
-    gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary", "train.shut_gate_space": "full"}
+    gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary", "train.shut_gate_unfit": 0,
+             "train.shut_gate_space": "full"}
     fixed = {**base, "train.warmup": "fixed", "loss.flagged_loss": "complementary", "train.select_on": "full"}
     runs = {name: tmp_path / name for name in ("gated", "fixed", "resumed")}
     train(load_config(None, tiny_overrides(tiny_synth, runs["gated"], **gated)), progress=False)

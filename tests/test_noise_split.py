@@ -151,7 +151,8 @@ def test_the_fallback_reads_how_far_the_pairs_are_from_being_fit() -> None:
     with pytest.raises(ValueError, match="at least 2"):
         loss_vs_chance(np.ones(3), 1)
     gated = ["train.warmup=gated", "train.shut_gate=complementary"]
-    assert starts_fallback(load_config(None, gated), fit)  # Eq. 6g alone: wherever the gate stays shut
-    at_half = load_config(None, [*gated, "train.shut_gate_unfit=0.5"])
-    assert starts_fallback(at_half, unfit) and not starts_fallback(at_half, fit)
-    assert not starts_fallback(load_config(None, ["train.shut_gate_unfit=0.5"]), unfit)  # no_split
+    alone = load_config(None, [*gated, "train.shut_gate_unfit=0"])
+    assert starts_fallback(alone, fit)  # Eq. 6g alone: wherever the gate stays shut
+    defaults = load_config(None, [])  # the fallback only where the pairs are not fit (Eq. 6h at 0.5)
+    assert starts_fallback(defaults, unfit) and not starts_fallback(defaults, fit)
+    assert not starts_fallback(load_config(None, ["train.shut_gate=no_split"]), unfit)

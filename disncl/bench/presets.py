@@ -19,6 +19,10 @@ from disncl.methods import METHOD_NAMES
 # measured on them.
 _XCOV = "loss.mi_estimator=xcov"
 _TENTH = "loss.alpha_min=0.1"
+# The shut gate's "never" (Eq. 6f), the defaults until Eq. 6g-6i's fallback was adopted (§9.8), kept by every
+# variant measured on it; and the fallback in the method's own space (Eq. 6i off), kept by those measured so.
+NO_FALLBACK = "train.shut_gate=no_split"
+_OWN_SPACE = "train.shut_gate_space=selection"
 
 # Relative to the current DisNCL defaults (docs/method.md §9.4-9.8). Terms switched off:
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -29,43 +33,48 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "full_similarity": ("train.select_on=full",),
     # Variants: a term replaced. Each keeps the settings it was measured with: all of them α_min = 0.1
     # (_TENTH), those tried before HSIC the cross-covariance penalty (_XCOV), those before §9.6 the loss
-    # split (split.score=loss); each is compared with the defaults of its time (VARIANT_BASE).
+    # split (split.score=loss), those before the shut gate's fallback the gate's "never" (NO_FALLBACK); each
+    # is compared with the defaults of its time (VARIANT_BASE, reference_at).
     "v1_default": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "loss.target_exclude_self=false",
-                   "loss.alpha_hard_threshold=0", "train.warmup=fixed", "split.score=loss", _TENTH),
+                   "loss.alpha_hard_threshold=0", "train.warmup=fixed", "split.score=loss", _TENTH, NO_FALLBACK),
     "v1_ema_split": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "loss.target_exclude_self=false",
                      "loss.alpha_hard_threshold=0", "train.warmup=fixed", "split.ema=0.5", "split.score=loss",
-                     _TENTH),
-    "club_mi": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "split.score=loss", _TENTH),
+                     _TENTH, NO_FALLBACK),
+    "club_mi": ("loss.mi_estimator=club", "loss.lambda_mi=0.1", "split.score=loss", _TENTH, NO_FALLBACK),
     "soft_rematch": ("loss.target_exclude_self=false", "loss.alpha_hard_threshold=0", "split.score=loss", _XCOV,
-                     _TENTH),
-    "split_at_half": ("loss.alpha_hard_threshold=0.5", "split.score=loss", _XCOV, _TENTH),
-    "batch_gate": ("loss.confident_quantile=0.5", "split.score=loss", _XCOV, _TENTH),
-    "complementary": ("loss.flagged_loss=complementary", "split.score=loss", _XCOV, _TENTH),
-    "ema_split": ("split.ema=0.5", "split.score=loss", _XCOV, _TENTH),
+                     _TENTH, NO_FALLBACK),
+    "split_at_half": ("loss.alpha_hard_threshold=0.5", "split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
+    "batch_gate": ("loss.confident_quantile=0.5", "split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
+    "complementary": ("loss.flagged_loss=complementary", "split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
+    "ema_split": ("split.ema=0.5", "split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
     "adaptive_warmup": ("train.warmup=adaptive", "train.warmup_epochs=1", "train.warmup_max_epochs=5",
-                        "split.score=loss", _XCOV, _TENTH),
-    "loss_split": ("split.score=loss", _XCOV, _TENTH),
-    "outranked": ("train.warmup=fixed", "loss.flagged_loss=outranked", "split.score=loss", _XCOV, _TENTH),
-    "fixed_warmup": ("train.warmup=fixed", "split.score=loss", _XCOV, _TENTH),
-    "gated_warmup": ("train.warmup=gated", "split.score=loss", _XCOV, _TENTH),
+                        "split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
+    "loss_split": ("split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
+    "outranked": ("train.warmup=fixed", "loss.flagged_loss=outranked", "split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
+    "fixed_warmup": ("train.warmup=fixed", "split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
+    "gated_warmup": ("train.warmup=gated", "split.score=loss", _XCOV, _TENTH, NO_FALLBACK),
     # §9.8, on the defaults of §9.6 (the split on the distance, the cross-covariance penalty): the cells
     # DisNCL trails, and MII against full (the HSIC penalty, adopted: the earlier defaults are `xcov_mi`;
     # then α_min = 0, adopted: the HSIC defaults with α_min = 0.1 are `alpha_min_tenth`).
-    "xcov_mi": (_XCOV, _TENTH),
-    "rematch_at_half": ("loss.alpha_hard_threshold=0.5", _XCOV, _TENTH),
-    "fixed_cosine": ("train.warmup=fixed", _XCOV, _TENTH),
-    "fixed_complementary": ("train.warmup=fixed", "loss.flagged_loss=complementary", _XCOV, _TENTH),
-    "shut_complementary": ("train.shut_gate=complementary", _XCOV, _TENTH),
-    "unfit_complementary": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _TENTH),
-    "alpha_min_tenth": (_TENTH,),
-    # On today's defaults: Eq. 6h's fallback, alone and with SREM's batch confidence test for trusted pairs.
-    "unfit_split": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5"),
-    "unfit_confident": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "loss.confident_quantile=0.5"),
-    "unfit_split_full": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full"),
-    "unfit_split_xcov": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _XCOV),
-    "unfit_full": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.shut_gate_space=full"),
+    "xcov_mi": (_XCOV, _TENTH, NO_FALLBACK),
+    "rematch_at_half": ("loss.alpha_hard_threshold=0.5", _XCOV, _TENTH, NO_FALLBACK),
+    "fixed_cosine": ("train.warmup=fixed", _XCOV, _TENTH, NO_FALLBACK),
+    "fixed_complementary": ("train.warmup=fixed", "loss.flagged_loss=complementary", _XCOV, _TENTH, NO_FALLBACK),
+    "shut_complementary": ("train.shut_gate=complementary", "train.shut_gate_unfit=0", _OWN_SPACE, _XCOV, _TENTH),
+    "unfit_complementary": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _OWN_SPACE, _TENTH),
+    "alpha_min_tenth": (_TENTH, NO_FALLBACK),
+    # On the defaults of their time (no fallback; now `no_fallback`): Eq. 6h's fallback in the MII space, with
+    # SREM's batch confidence test for trusted pairs, in the full space from the start, with the cross-covariance
+    # penalty, with a stricter hard split; then the defaults since, Eq. 6g-6i, against the gate's "never".
+    "unfit_split": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _OWN_SPACE),
+    "unfit_confident": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "loss.confident_quantile=0.5",
+                        _OWN_SPACE),
+    "unfit_split_full": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full",
+                         _OWN_SPACE),
+    "unfit_split_xcov": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _XCOV, _OWN_SPACE),
+    "no_fallback": (NO_FALLBACK,),
     "unfit_full_strict": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full",
-                          "loss.alpha_hard_threshold=0.99"),
+                          "loss.alpha_hard_threshold=0.99", _OWN_SPACE),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -75,6 +84,8 @@ VARIANT_BASE: dict[str, str] = {
     **{name: "xcov_mi" for name in ("loss_split", "rematch_at_half", "fixed_cosine", "fixed_complementary",
                                     "shut_complementary")},
     **{name: "alpha_min_tenth" for name in ("xcov_mi", "unfit_complementary")},
+    **{name: "no_fallback" for name in ("unfit_split", "unfit_confident", "unfit_split_full", "unfit_split_xcov",
+                                        "unfit_full_strict")},
 }
 
 
@@ -87,6 +98,15 @@ def variant_base(method: str, ablation: str) -> str:
     variant whose reference changes a DisNCL-only term compares with the baseline's own defaults."""
     base = VARIANT_BASE.get(ablation, "")
     return "" if base in _DISNCL_ONLY_BASES and method != "disncl" else base
+
+
+def reference_at(method: str, ablation: str, cell_has_no_fallback: bool) -> str:
+    """:func:`variant_base` at one cell: a variant measured with the shut gate's "never" whose reference is
+    today's defaults compares, at a cell where the defaults' fallback starts (the cells that hold a
+    ``no_fallback`` run: 80 %), with ``no_fallback``."""
+    base = variant_base(method, ablation)
+    kept_never = ablation != "no_fallback" and NO_FALLBACK in ABLATIONS.get(ablation, ())
+    return "no_fallback" if not base and kept_never and cell_has_no_fallback else base
 
 
 ABLATION_LABELS = {
@@ -129,8 +149,8 @@ ABLATION_LABELS = {
                         "features learn faster than MII at 80 % noise)",
     "unfit_split_xcov": "variant: unfit_split with the cross-covariance penalty (Eq. 8b), whose warm-up is faster at "
                         "80 % noise",
-    "unfit_full": "variant: Eq. 6h's fallback (unfit_split), its split and model selection moved to the full space "
-                  "when it starts (Eq. 6i)",
+    "no_fallback": "variant: where the gate stays shut, no split at all (Eq. 6f's \"never\"; the defaults until §9.8) "
+                   "instead of the fallback of Eq. 6g-6i",
     "unfit_full_strict": "variant: unfit_split_full with a stricter hard split, θ = 0.99 (Eq. 5b): fewer noisy pairs "
                          "trusted where most are noisy",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
@@ -142,7 +162,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
                       "alpha_min_tenth", "unfit_split", "unfit_confident", "unfit_split_full",
-                      "unfit_split_xcov", "unfit_full_strict", "unfit_full"})
+                      "unfit_split_xcov", "unfit_full_strict", "no_fallback"})
 
 
 @dataclass(frozen=True)
@@ -446,14 +466,16 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.4, 0, confound=rho, ablation="alpha_min_tenth", data_seed=draw)
           for rho in (0.5, 0.7, 0.9) for draw in (0, 1)),
         *(RunSpec("disncl", "image", 0.4, 1, confound=rho, ablation="alpha_min_tenth") for rho in (0.5, 0.7, 0.9)),
-        # 80 %, on today's defaults: Eq. 6h's fallback alone, and with SREM's per-batch selection of trusted pairs.
+        # 80 %, on the defaults of their time (no fallback): Eq. 6h's fallback in the MII space, with SREM's
+        # per-batch selection of trusted pairs, in the full space from the start, with the cross-covariance
+        # penalty, and with a stricter hard split.
         *(RunSpec("disncl", "image", 0.8, seed, ablation=a)
           for a in ("unfit_split", "unfit_confident", "unfit_split_full", "unfit_split_xcov", "unfit_full_strict")
           for seed in (0, 1)),
-        # Eq. 6i (the fallback moves the split and model selection to the full space when it starts): 80 % on
-        # both draws with the defaults beside it on draw 2, and clean data, where the fallback must not start.
-        *(RunSpec("disncl", "image", 0.8, seed, ablation=a, data_seed=1) for seed in (0, 1)
-          for a in ("unfit_full", "")),
-        *(RunSpec("disncl", "image", rate, seed, ablation="unfit_full") for rate in (0.8, 0.0) for seed in (0, 1)),
+        # Eq. 6g-6i, the defaults since (where the gate stays shut and the warm-up fits the pairs no better than half
+        # of chance, the split starts anyway, in the full space, flagged pairs on the complementary loss), against
+        # the gate's "never" (`no_fallback`) at 80 % on both draws (draw 1's defaults are the grid's runs).
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=a, data_seed=draw) for draw in (0, 1) for seed in (0, 1)
+          for a in ("no_fallback", "") if draw or a),
     ),
 )

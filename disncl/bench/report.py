@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from disncl.bench.presets import ABLATION_LABELS, Preset, RunSpec, variant_base  # noqa: E402
+from disncl.bench.presets import ABLATION_LABELS, Preset, RunSpec, reference_at, variant_base  # noqa: E402
 from disncl.bench.worker import CODES_FILE, IMAGE_FACTORS, TEXT_FACTORS  # noqa: E402
 from disncl.io import atomic_write, atomic_write_text  # noqa: E402
 from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
@@ -165,7 +165,8 @@ class Report:
 
         rows = [[label] + [cell(method, column, rate) for rate in rates] for method, column, label in (
             ("disncl", "clean_prob", "DisNCL: learned clean probability (GMM split)"),
-            ("disncl", "loss", "DisNCL: the score the split is fitted on (1 − cos in MII, Eq. 6e)"),
+            ("disncl", "loss", "DisNCL: the score the split is fitted on (1 − cos in its selection space, Eq. 6e; "
+                               "full where Eq. 6i moved it)"),
             ("disncl", "full_sim", "DisNCL: cosine, tower space"),
             ("disncl", "mii_sim", "DisNCL: cosine, MII space"),
             ("infonce", "full_sim", "InfoNCE: cosine (the CLIP-score filter)"),
@@ -209,7 +210,8 @@ class Report:
                              for s in self.preset.extra_runs_resolved() if s.ablation)
         rows = []
         for method, kind, rate, rho, draw, ablation in keys:
-            reference = variant_base(method, ablation)
+            fallback_off = bool(self.cell(method, kind, rate, "no_fallback", rho, draw=draw))
+            reference = reference_at(method, ablation, fallback_off)
             base = {r["spec"]["seed"]: r for r in self.cell(method, kind, rate, reference, rho, draw=draw)}
             other = {r["spec"]["seed"]: r for r in self.cell(method, kind, rate, ablation, rho, draw=draw)}
             seeds = sorted(base.keys() & other.keys())

@@ -30,16 +30,18 @@ class TrainConfig:
     # What a gated warm-up does when the gate stays shut (Eq. 6g): "no_split" trains on without the split
     # (Eq. 6f); "complementary" starts it anyway, the flagged pairs on SREM's complementary loss
     # (loss.flagged_loss), which pushes a pair from its partner, boundedly, and never towards a guess.
-    shut_gate: Literal["no_split", "complementary"] = "no_split"
+    # Default since docs/method.md §9.8 (with shut_gate_unfit 0.5 and shut_gate_space full; bench variant
+    # ``no_fallback`` keeps the gate's "never").
+    shut_gate: Literal["no_split", "complementary"] = "complementary"
     # Eq. 6h: the "complementary" fallback starts only where the pairs are not being fit, i.e. the mean
     # per-pair loss (Eq. 6) after warm-up is above this share of its chance level log B (clean data sits
     # near 0.2, 80 % noise near 1, docs/method.md §9.8); 0: wherever the gate stays shut (Eq. 6g alone).
-    shut_gate_unfit: float = 0.0
+    shut_gate_unfit: float = 0.5
     # Eq. 6i: where that fallback starts, the space its split is fitted in and the model is selected on from
     # then: "selection" keeps the method's own (select_on); "full" moves both to the towers' features, which
     # learn faster than the MII codes while most pairs are wrong (docs/method.md §9.8). The switch is written
     # to the run's config.yaml, so evaluation, export and a resume read the space the run was selected on.
-    shut_gate_space: Literal["selection", "full"] = "selection"
+    shut_gate_space: Literal["selection", "full"] = "full"
     seed: int = 0
     device: str = "auto"
     amp: bool = True
