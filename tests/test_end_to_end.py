@@ -103,15 +103,14 @@ def test_gated_warmup_decides_once_after_warmup_whether_the_run_uses_the_split(
     assert [r["split_used"] for r in _log(resumed)] == [r["split_used"] for r in log]
 
 
-def test_a_shut_gate_can_start_the_split_on_the_complementary_loss_and_a_resume_keeps_it(
-    tiny_synth: Path, tmp_path: Path
-) -> None:
-    """Eq. 6g: where the gate stays shut, train.shut_gate=complementary starts the split anyway with the
-    flagged pairs on the complementary loss: the very run a fixed warm-up with that loss makes."""
+def _fallback_against_fixed(tiny_synth: Path, tmp_path: Path, space: str, **fixed_extra: object) -> tuple[dict, dict]:
+    """On clean data (the gate stays shut), train the shut gate's fallback (Eq. 6g alone, in ``space``), the
+    fixed warm-up run with the complementary loss it should equal, and the fallback resumed after epoch 2;
+    assert that all three train alike. Returns the fallback's overrides and the runs' directories."""
     base = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
     gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary", "train.shut_gate_unfit": 0,
-             "train.shut_gate_space": "selection"}
-    fixed = {**base, "train.warmup": "fixed", "loss.flagged_loss": "complementary"}
+             "train.shut_gate_space": space}
+    fixed = {**base, "train.warmup": "fixed", "loss.flagged_loss": "complementary", **fixed_extra}
     runs = {name: tmp_path / name for name in ("gated", "fixed", "resumed")}
     train(load_config(None, tiny_overrides(tiny_synth, runs["gated"], **gated)), progress=False)
     train(load_config(None, tiny_overrides(tiny_synth, runs["fixed"], **fixed)), progress=False)
@@ -122,14 +121,24 @@ def test_a_shut_gate_can_start_the_split_on_the_complementary_loss_and_a_resume_
     assert [r["split_used"] for r in logs["gated"]] == [False, True, True]
     for other in ("fixed", "resumed"):
         assert [r["val"] for r in logs[other]] == [r["val"] for r in logs["gated"]], other
+    return gated, runs
+
+
+def test_a_shut_gate_can_start_the_split_on_the_complementary_loss_and_a_resume_keeps_it(
+    tiny_synth: Path, tmp_path: Path
+) -> None:
+    """Eq. 6g: where the gate stays shut, train.shut_gate=complementary starts the split anyway with the
+    flagged pairs on the complementary loss: the very run a fixed warm-up with that loss makes."""
+    gated, runs = _fallback_against_fixed(tiny_synth, tmp_path, "selection")
+    logs = _log(runs["gated"])
     # The flagged pairs' loss changed what was learnt: a shut gate without the fallback trains otherwise.
     plain = tmp_path / "plain"
     train(load_config(None, tiny_overrides(tiny_synth, plain, **{**gated, "train.shut_gate": "no_split"})),
           progress=False)
-    assert _log(plain)[-1]["val"] != logs["gated"][-1]["val"]
+    assert _log(plain)[-1]["val"] != logs[-1]["val"]
     # Eq. 6h: where the warm-up fits the pairs better than train.shut_gate_unfit asks, the fallback stays off.
     fit = tmp_path / "fit"
-    unfit = logs["gated"][0]["loss_vs_chance"]
+    unfit = logs[0]["loss_vs_chance"]
     train(load_config(None, tiny_overrides(tiny_synth, fit, **{**gated, "train.shut_gate_unfit": unfit + 0.01})),
           progress=False)
     assert [r["split_used"] for r in _log(fit)] == [False] * 3
@@ -142,20 +151,7 @@ def test_a_fallback_in_the_full_space_trains_as_a_full_space_split_and_is_evalua
     """Eq. 6i: train.shut_gate_space=full moves the fallback's split and model selection to the full space
     when it starts. Its split is fitted on the same embeddings as a fixed warm-up's full-space split, so the
     run trains exactly as that one; config.yaml, evaluation and a resume then read the full space."""
-    base = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
-    gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary", "train.shut_gate_unfit": 0,
-             "train.shut_gate_space": "full"}
-    fixed = {**base, "train.warmup": "fixed", "loss.flagged_loss": "complementary", "train.select_on": "full"}
-    runs = {name: tmp_path / name for name in ("gated", "fixed", "resumed")}
-    train(load_config(None, tiny_overrides(tiny_synth, runs["gated"], **gated)), progress=False)
-    train(load_config(None, tiny_overrides(tiny_synth, runs["fixed"], **fixed)), progress=False)
-    train(load_config(None, tiny_overrides(tiny_synth, runs["resumed"], **gated)), progress=False, stop_after=2)
-    assert main(["train", "--resume", "--out", str(runs["resumed"]), "--no-progress"]) == 0
-    logs = {name: _log(run) for name, run in runs.items()}
-    assert logs["gated"][0]["loss_bimodality"] <= 2.0  # the gate is shut on clean data
-    assert [r["split_used"] for r in logs["gated"]] == [False, True, True]
-    for other in ("fixed", "resumed"):
-        assert [r["val"] for r in logs[other]] == [r["val"] for r in logs["gated"]], other
+    gated, runs = _fallback_against_fixed(tiny_synth, tmp_path, "full", **{"train.select_on": "full"})
     assert load_config(runs["gated"] / "config.yaml").train.select_on == "full"
     assert evaluate_run(runs["gated"], progress=False)["selection_space"] == "full"
     # Without the fallback nothing moves: the run keeps the method's own space.
