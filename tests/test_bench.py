@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     assert loss("").mi_estimator == "hsic"  # §9.8
     assert loss("xcov_mi").mi_estimator == "xcov"
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
-    since_hsic = {"unfit_complementary", "alpha_min_tenth"} | fallback_variants  # tried on HSIC
+    on_defaults = {"detached_warmup"}  # today's defaults with one switch changed
+    since_hsic = {"unfit_complementary", "alpha_min_tenth"} | fallback_variants | on_defaults  # tried on HSIC
     assert {loss(a).mi_estimator for a in since_hsic} == {"hsic"}
     # Every variant tried before HSIC was adopted still runs on the penalty it was measured with, and every
     # variant before α_min = 0 on the α_min of its time (0.1 until §9.8).
@@ -72,16 +74,19 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
         assert loss(ablation).mi_estimator in ("xcov", "club"), ablation
     assert loss("unfit_split_xcov").mi_estimator == "xcov"
     assert loss("").alpha_min == 0.0
-    assert {loss(a).alpha_min for a in VARIANTS - fallback_variants - {"unfit_split_xcov"}} == {0.1}
-    assert {loss(a).alpha_min for a in fallback_variants | {"unfit_split_xcov"}} == {0.0}
+    assert {loss(a).alpha_min for a in VARIANTS - fallback_variants - on_defaults - {"unfit_split_xcov"}} == {0.1}
+    assert {loss(a).alpha_min for a in fallback_variants | on_defaults | {"unfit_split_xcov"}} == {0.0}
     # The shut gate's fallback in the full space is the default (Eq. 6g-6i); every variant measured before it
     # keeps the gate's "never", and the fallback variants the space they were measured in.
     train = config("").train
     assert (train.shut_gate, train.shut_gate_unfit, train.shut_gate_space) == ("complementary", 0.5, "full")
     fallback_kept = {"shut_complementary", "unfit_complementary", "unfit_split_xcov"}
     fallback_kept |= fallback_variants - {"no_fallback"}
-    for ablation in VARIANTS - fallback_kept:
+    for ablation in VARIANTS - fallback_kept - on_defaults:
         assert config(ablation).train.shut_gate == "no_split", ablation
+    for ablation in on_defaults:
+        assert config(ablation).loss == loss("")
+        assert replace(config(ablation).train, warmup_heads="joint") == train, ablation
     for ablation in fallback_kept:
         assert config(ablation).train.shut_gate == "complementary", ablation
         assert config(ablation).train.shut_gate_space == "selection", ablation

@@ -73,6 +73,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
                          _OWN_SPACE),
     "unfit_split_xcov": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _XCOV, _OWN_SPACE),
     "no_fallback": (NO_FALLBACK,),
+    "detached_warmup": ("train.warmup_heads=detached",),
     "unfit_full_strict": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full",
                           "loss.alpha_hard_threshold=0.99", _OWN_SPACE),
 }
@@ -153,6 +154,8 @@ ABLATION_LABELS = {
                    "instead of the fallback of Eq. 6g-6i",
     "unfit_full_strict": "variant: unfit_split_full with a stricter hard split, θ = 0.99 (Eq. 5b): fewer noisy pairs "
                          "trusted where most are noisy",
+    "detached_warmup": "variant: during warm-up the heads read sg(h) and the towers train on the full-space "
+                       "alignment alone, their gradients clipped apart from the heads' (Eq. 2c)",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
                        "warm-up, keeps 10 % of its target on the model's other matches instead of its partner alone",
 }
@@ -162,7 +165,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
                       "alpha_min_tenth", "unfit_split", "unfit_confident", "unfit_split_full",
-                      "unfit_split_xcov", "unfit_full_strict", "no_fallback"})
+                      "unfit_split_xcov", "unfit_full_strict", "no_fallback", "detached_warmup"})
 
 
 @dataclass(frozen=True)
@@ -400,7 +403,7 @@ PRESETS["standard-variants"] = replace(
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
                  "§9.8 variants: 330 runs, about 9 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
-              "loss_split", "xcov_mi", "alpha_min_tenth"),
+              "loss_split", "xcov_mi", "alpha_min_tenth", "detached_warmup"),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth"),
     extra_runs=(
         # The warm-up each method does not use by default (the gated one, Eq. 6f, for the baselines; the fixed
@@ -477,5 +480,10 @@ PRESETS["standard-variants"] = replace(
         # the gate's "never" (`no_fallback`) at 80 % on both draws (draw 1's defaults are the grid's runs).
         *(RunSpec("disncl", "image", 0.8, seed, ablation=a, data_seed=draw) for draw in (0, 1) for seed in (0, 1)
           for a in ("no_fallback", "") if draw or a),
+        # Eq. 2c: the towers' warm-up on the full-space alignment alone (heads on sg(h)), at every cell of the
+        # grid; the focus cell's five seeds are among the variants above.
+        *(RunSpec("disncl", "image", rate, seed, ablation="detached_warmup") for rate in (0.8, 0.6, 0.2, 0.0)
+          for seed in (0, 1)),
+        *(RunSpec("disncl", "caption", 0.4, seed, ablation="detached_warmup") for seed in (0, 1)),
     ),
 )

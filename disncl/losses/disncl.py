@@ -59,6 +59,10 @@ class DisNCLInputs:
     recon_t: Tensor
     club: dict[str, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
     clean_prob: Tensor | None = None
+    # The tower features the full-space alignment (Eq. 2b) reads; None: h_v / h_t. Eq. 2c's warm-up passes
+    # sg(h) as h_* (the reconstruction target) and the attached h here, its only path into the towers.
+    h_full_v: Tensor | None = None
+    h_full_t: Tensor | None = None
 
 
 def _bounded(logvar: Tensor) -> Tensor:
@@ -330,7 +334,7 @@ def disncl_loss(x: DisNCLInputs, cfg: DisNCLLossConfig) -> tuple[Tensor, dict[st
 
     align_full = zero
     if cfg.lambda_full != 0:
-        sim_h = similarity(x.h_v, x.h_t)
+        sim_h = similarity(x.h_v if x.h_full_v is None else x.h_full_v, x.h_t if x.h_full_t is None else x.h_full_t)
         th_i2t, th_t2i = soft_targets(sim_h, alpha, cfg.tau_target, cfg.target_exclude_self)
         align_full = soft_infonce(sim_h, cfg.tau, th_i2t, th_t2i, weights) + _complementary(sim_h, flagged, cfg)
 

@@ -18,6 +18,10 @@ from .heads import GaussianPredictor, HeadOutput, ModalityHead
 from .precomp import PrecompTowers
 from .towers import image_features, text_features
 
+# The state-dict prefixes of the towers' parameters (CLIP, or the precomp encoders); the rest are the heads,
+# decoders and CLUB networks.
+TOWER_PREFIXES: tuple[str, ...] = ("clip.", "towers.")
+
 
 @dataclass
 class Encoded:
@@ -115,8 +119,10 @@ class DisNCLModel(nn.Module):
             return False
         return x.dtype.kind == "f" if isinstance(x, np.ndarray) else x.is_floating_point()
 
-    def encode_image(self, pixel_values: Tensor) -> Encoded:
-        """Encode preprocessed images (see :meth:`preprocess`), or frozen towers' cached image features."""
+    def encode_image(self, pixel_values: Tensor, detach_heads: bool = False) -> Encoded:
+        """Encode preprocessed images (see :meth:`preprocess`), or frozen towers' cached image features.
+
+        ``detach_heads``: the heads read ``sg(h)``, so no gradient reaches the tower through them (Eq. 2c)."""
         if self._is_cached_features(pixel_values):
             feats = pixel_values
         elif self.towers is not None:
@@ -124,11 +130,11 @@ class DisNCLModel(nn.Module):
         else:
             feats = image_features(self.clip, pixel_values)
         h = F.normalize(feats, dim=-1)
-        return _encoded(h, self.image_head(h))
+        return _encoded(h, self.image_head(h.detach() if detach_heads else h))
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None) -> Encoded:
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None, detach_heads: bool = False) -> Encoded:
         """Encode tokenised captions (see :func:`disncl.models.tokenizer.tokenize`), or frozen towers'
-        cached caption features (``attention_mask`` is then unused)."""
+        cached caption features (``attention_mask`` is then unused); ``detach_heads`` as in :meth:`encode_image`."""
         if self._is_cached_features(input_ids):
             feats = input_ids
         elif self.towers is not None:
@@ -136,7 +142,7 @@ class DisNCLModel(nn.Module):
         else:
             feats = text_features(self.clip, input_ids, attention_mask)
         h = F.normalize(feats, dim=-1)
-        return _encoded(h, self.text_head(h))
+        return _encoded(h, self.text_head(h.detach() if detach_heads else h))
 
     def decode_image(self, z: Tensor, u: Tensor) -> Tensor:
         """Reconstruct the normalised image feature from MII ``z`` and MEI ``u``."""

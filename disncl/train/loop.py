@@ -26,13 +26,13 @@ from disncl.eval.splits import SplitData, prepare_split, retrieval_metrics
 from disncl.io import atomic_dir, atomic_write_text
 from disncl.methods import get_method
 from disncl.models.checkpoint import build_model, save_model
-from disncl.models.disncl import DisNCLModel
+from disncl.models.disncl import TOWER_PREFIXES, DisNCLModel
 from disncl.train import distributed
 from disncl.train.distributed import DistContext
 from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
 from disncl.train.feature_cache import cached_split, towers_digest
 from disncl.train.noise_split import bimodality, clean_probability, loss_vs_chance, smooth_clean_probability
-from disncl.train.objective import batch_objective
+from disncl.train.objective import batch_objective, detached_warmup
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
 from disncl.train.scoring import pair_distance, pair_table, per_pair_loss, write_pair_scores
 from disncl.train.state import NO_SPLIT, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
@@ -361,8 +361,7 @@ def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> 
         s.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_gradients(ctx, model)
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        clip_gradients(model, cfg, use_split)
         s.optimizer.step()
         s.scheduler.step()
         s.state.step += 1
@@ -371,6 +370,21 @@ def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> 
         if progress:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     return {k: float(v) / len(batches) for k, v in terms_sum.items()}
+
+
+def clip_gradients(model: torch.nn.Module, cfg: RunConfig, use_split: bool) -> None:
+    """Gradient-norm clipping at ``train.grad_clip`` (0: none): one norm over every parameter, or during
+    Eq. 2c's detached warm-up one for the towers and one for the rest, so that the heads' gradients do not
+    shrink the towers' step (their warm-up is then InfoNCE's, docs/method.md §9.8)."""
+    if cfg.train.grad_clip <= 0:
+        return
+    if not detached_warmup(cfg, use_split):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        return
+    towers = [p for name, p in model.named_parameters() if name.startswith(TOWER_PREFIXES)]
+    rest = [p for name, p in model.named_parameters() if not name.startswith(TOWER_PREFIXES)]
+    for group in (towers, rest):
+        torch.nn.utils.clip_grad_norm_(group, cfg.train.grad_clip)
 
 
 def gate_losses(emb: Embeddings, pairs: NoisyPairs, table: dict[str, np.ndarray], cfg: RunConfig) -> np.ndarray:

@@ -63,14 +63,24 @@ def srem_objective(
     return srem_loss(h_v, h_t, clean_prob, cfg.srem)
 
 
+def detached_warmup(cfg: RunConfig, use_split: bool) -> bool:
+    """Whether this batch trains with Eq. 2c's gradient path: DisNCL's warm-up with ``train.warmup_heads:
+    detached`` (the heads on ``sg(h)``, the towers on the full-space alignment alone)."""
+    return cfg.train.method == "disncl" and cfg.train.warmup_heads == "detached" and not use_split
+
+
 def disncl_objective(
     model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor,
     run_cfg: RunConfig, use_split: bool,
 ) -> tuple[Tensor, Terms]:
-    """DisNCL (Eq. 1–9 in docs/method.md) for one batch of pairs."""
+    """DisNCL (Eq. 1–9 in docs/method.md) for one batch of pairs; during warm-up with
+    ``train.warmup_heads: detached`` the heads read ``sg(h)`` (Eq. 2c)."""
     cfg = run_cfg.loss
-    ev = model.encode_image(pixels)
-    et = model.encode_text(input_ids, attention_mask)
+    detached = detached_warmup(run_cfg, use_split)
+    ev = model.encode_image(pixels, detach_heads=detached)
+    et = model.encode_text(input_ids, attention_mask, detach_heads=detached)
+    # Eq. 2c: the reconstruction target is sg(h) too, so only the full-space alignment reaches the towers.
+    h_v, h_t = (ev.h.detach(), et.h.detach()) if detached else (ev.h, et.h)
     z_v, u_v = reparameterize(ev.mu_z, ev.logvar_z), reparameterize(ev.mu_u, ev.logvar_u)
     z_t, u_t = reparameterize(et.mu_z, et.logvar_z), reparameterize(et.mu_u, et.logvar_u)
     # Scale-free codes for the MI estimate (Eq. 8c): otherwise the encoders lower the CLUB value by
@@ -92,9 +102,10 @@ def disncl_objective(
         z_v=z_v, z_t=z_t,
         mu_zv=ev.mu_z, logvar_zv=ev.logvar_z, mu_zt=et.mu_z, logvar_zt=et.logvar_z,
         mu_uv=ev.mu_u, logvar_uv=ev.logvar_u, mu_ut=et.mu_u, logvar_ut=et.logvar_u,
-        u_v=u_v, u_t=u_t, h_v=ev.h, h_t=et.h,
+        u_v=u_v, u_t=u_t, h_v=h_v, h_t=h_t,
         recon_v=model.decode_image(z_v, u_v), recon_t=model.decode_text(z_t, u_t),
         club=club, clean_prob=clean_prob if use_split else None,
+        h_full_v=ev.h if detached else None, h_full_t=et.h if detached else None,
     )
     total, terms = disncl_loss(inputs, cfg)
     terms["q_nll"] = q_nll.detach()

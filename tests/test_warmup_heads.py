@@ -1,0 +1,96 @@
+"""Eq. 2c (``train.warmup_heads: detached``): during DisNCL's warm-up the heads read sg(h), the towers train on
+the full-space alignment alone and the two groups' gradients are clipped apart; after warm-up nothing changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model_config
+
+from disncl.config import load_config
+from disncl.losses.infonce import infonce
+from disncl.models.checkpoint import build_model
+from disncl.models.disncl import TOWER_PREFIXES, DisNCLModel
+from disncl.models.tokenizer import tokenize
+from disncl.train.loop import clip_gradients
+from disncl.train.objective import batch_objective
+
+CAPTIONS = ["a red square on grass", "two blue circles", "a green triangle by a tree", "one yellow star"]
+
+
+def _model_and_batch() -> tuple[DisNCLModel, torch.Tensor, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    model, tok = build_model(tiny_model_config(), CAPTIONS)
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    return model, model.preprocess(images), tokenize(tok, CAPTIONS, model.cfg.max_text_len)
+
+
+def _grads(warmup_heads: str, use_split: bool, *extra: str) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and every parameter's gradient of one DisNCL batch (same model, batch and sampling noise)."""
+    model, pixels, text = _model_and_batch()
+    cfg = load_config(None, [f"train.warmup_heads={warmup_heads}", *extra])
+    torch.manual_seed(1)
+    loss, _ = batch_objective(model, pixels, text["input_ids"], text["attention_mask"], torch.ones(4), cfg,
+                              use_split)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return float(loss.detach()), grads
+
+
+def _towers(grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {n: g for n, g in grads.items() if n.startswith(TOWER_PREFIXES)}
+
+
+def test_detached_warmup_trains_the_towers_on_the_full_space_alignment_alone() -> None:
+    _, detached = _grads("detached", use_split=False)
+    # With α = α_min = 0 during warm-up, Eq. 2b on the tower features is InfoNCE (Eq. 0) scaled by γ λ_full.
+    model, pixels, text = _model_and_batch()
+    cfg = load_config(None, [])
+    h_v = model.encode_image(pixels).h
+    h_t = model.encode_text(text["input_ids"], text["attention_mask"]).h
+    (cfg.loss.gamma * cfg.loss.lambda_full * infonce(h_v, h_t, cfg.loss.tau)).backward()
+    expected = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    towers = _towers(detached)
+    assert towers and set(towers) == set(expected)
+    for name, grad in towers.items():
+        torch.testing.assert_close(grad, expected[name], rtol=1e-4, atol=1e-7)
+    heads = [g for n, g in detached.items() if n.startswith("image_head.") or n.startswith("text_head.")]
+    assert heads and all(float(g.abs().sum()) > 0 for g in heads)
+
+    _, joint = _grads("joint", use_split=False)
+    assert any(not torch.allclose(joint[n], g) for n, g in towers.items())
+
+
+def test_detached_warmup_changes_nothing_once_the_split_runs() -> None:
+    loss_d, detached = _grads("detached", use_split=True)
+    loss_j, joint = _grads("joint", use_split=True)
+    assert loss_d == pytest.approx(loss_j, rel=1e-6)
+    assert set(detached) == set(joint)
+    for name, grad in joint.items():
+        torch.testing.assert_close(detached[name], grad)
+
+
+def test_detached_warmup_clips_towers_and_heads_apart() -> None:
+    def norms(warmup_heads: str, use_split: bool) -> tuple[float, float]:
+        model, pixels, text = _model_and_batch()
+        cfg = load_config(None, [f"train.warmup_heads={warmup_heads}", "train.grad_clip=0.01"])
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        clip_gradients(model, cfg, use_split)
+        group = [p.grad for n, p in model.named_parameters() if n.startswith(TOWER_PREFIXES)]
+        rest = [p.grad for n, p in model.named_parameters() if not n.startswith(TOWER_PREFIXES)]
+        return tuple(float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in gs]))) for gs in (group, rest))
+
+    towers, rest = norms("detached", use_split=False)
+    assert towers == pytest.approx(0.01, rel=1e-4) and rest == pytest.approx(0.01, rel=1e-4)
+    # One norm over every parameter: together they are clipped to 0.01, so each group is below it.
+    for warmup_heads, use_split in (("joint", False), ("detached", True)):
+        towers, rest = norms(warmup_heads, use_split)
+        assert towers**2 + rest**2 == pytest.approx(0.01**2, rel=1e-4)
+        assert towers < 0.01 and rest < 0.01
+
+
+def test_warmup_heads_rejects_unknown_modes() -> None:
+    with pytest.raises(ValueError, match="warmup_heads"):
+        load_config(None, ["train.warmup_heads=frozen"])
