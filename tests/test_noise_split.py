@@ -156,3 +156,31 @@ def test_the_fallback_reads_how_far_the_pairs_are_from_being_fit() -> None:
     defaults = load_config(None, [])  # the fallback only where the pairs are not fit (Eq. 6h at 0.5)
     assert starts_fallback(defaults, unfit) and not starts_fallback(defaults, fit)
     assert not starts_fallback(load_config(None, ["train.shut_gate=no_split"]), unfit)
+
+
+@pytest.mark.parametrize("method", ["ncr", "disncl"])
+def test_oracle_split_trains_on_the_ground_truth_from_the_first_epoch(tiny_synth, tmp_path, method) -> None:
+    """split.oracle (the bench's perfect-detector reference): w is the ground truth in every epoch, warm-up
+    included, whatever the gate would have said; without injected noise it refuses to start."""
+    import json
+
+    from conftest import tiny_overrides
+
+    from disncl.config import load_config
+    from disncl.serve.pair_scores import PairScores
+    from disncl.train.loop import split_active, train
+
+    overrides = tiny_overrides(tiny_synth, tmp_path / method, **{"split.oracle": "true", "train.method": method,
+                                                                  "train.warmup": "gated"})
+    cfg = load_config(None, overrides)
+    assert split_active(cfg, 0) and not split_active(load_config(None, tiny_overrides(tiny_synth, tmp_path)), 0)
+    run = train(cfg, progress=False)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["split_used"] for r in log] == [True, True]
+    assert {r["detection_gmm"]["auroc"] for r in log} == {1.0}
+    scores = PairScores.read(run / "pair_scores.csv")
+    assert scores.truth_known.all() and 0 < scores.is_clean.mean() < 1
+    np.testing.assert_array_equal(scores.clean_prob, scores.is_clean.astype(np.float32))
+    clean = tiny_overrides(tiny_synth, tmp_path / "clean", **{"split.oracle": "true", "data.noise_rate": 0})
+    with pytest.raises(ValueError, match="split.oracle"):
+        train(load_config(None, clean), progress=False)

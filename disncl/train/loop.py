@@ -78,15 +78,19 @@ def score_embeddings(
     emb: Embeddings, pairs: NoisyPairs, cfg: RunConfig, previous: np.ndarray | None = None
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`score_training_pairs` on embeddings already computed; ``previous`` (the last epoch's clean
-    probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c)."""
+    probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c); ``split.oracle`` replaces the fit by
+    the ground truth."""
     img, txt = emb.space(cfg.selection_space())
     if cfg.split_score() == "cosine":
         loss = pair_distance(img, txt, pairs)
     else:
         loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
-    prob = clean_probability(loss, cfg.split).astype(np.float32)
-    if previous is not None:
-        prob = smooth_clean_probability(previous, prob, cfg.split.ema)
+    if cfg.split.oracle:
+        prob = initial_clean_prob(cfg, pairs)
+    else:
+        prob = clean_probability(loss, cfg.split).astype(np.float32)
+        if previous is not None:
+            prob = smooth_clean_probability(previous, prob, cfg.split.ema)
     return pair_table(emb, pairs, loss, prob, cfg.selection_space()), prob
 
 
@@ -235,6 +239,9 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
             noise.save(run.noise)
     else:
         noise = NoiseIndex.load(run.noise, train_ds.n_images, train_ds.n_captions) if run.noise.is_file() else None
+    if cfg.split.oracle and noise is None:
+        raise ValueError("split.oracle trains on the ground truth of injected noise, and this run injects none: "
+                         "set data.noise_rate > 0 (or data.noise_file), or leave split.oracle off")
     pairs = make_noisy_pairs(train_ds, noise)
     steps_per_epoch = max(1, len(pairs.caption) // cfg.train.batch_size)
 
@@ -253,7 +260,7 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
         model.to(ctx.device)
         optimizer = opt_factory(model)
         scheduler = sched_factory(optimizer)
-        state = TrainState(0, 0, -math.inf, -1, np.ones(len(pairs.caption), dtype=np.float32))
+        state = TrainState(0, 0, -math.inf, -1, initial_clean_prob(cfg, pairs))
         if ctx.is_main:
             atomic_write_text(run.config, dump_yaml(cfg))
     distributed.broadcast_module(ctx, model)
@@ -292,14 +299,24 @@ def shut_gate_config(cfg: RunConfig, state: TrainState) -> RunConfig:
     return replace(cfg, loss=replace(cfg.loss, flagged_loss="complementary"), train=train_cfg)
 
 
+def initial_clean_prob(cfg: RunConfig, pairs: NoisyPairs) -> np.ndarray:
+    """``w`` before the first split: ones, or with ``split.oracle`` the ground truth it keeps all run."""
+    if cfg.split.oracle:
+        return pairs.is_clean.astype(np.float32)
+    return np.ones(len(pairs.caption), dtype=np.float32)
+
+
 def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
     """Whether ``epoch`` (0-based) trains with the clean probability: the method uses it and warm-up is over.
 
-    Fixed warm-up: after ``train.warmup_epochs``. Adaptive or gated: from ``split_from``, the epoch
+    The ground-truth split (``split.oracle``): from the first epoch. Fixed warm-up: after ``train.warmup_epochs``.
+    Adaptive or gated: from ``split_from``, the epoch
     :func:`split_start` chose (-1 while it has not, NO_SPLIT when the gate found unimodal losses).
     """
     if not get_method(cfg.train.method).uses_split:
         return False
+    if cfg.split.oracle:
+        return True
     if cfg.warmup_mode() == "fixed":
         return epoch >= cfg.train.warmup_epochs
     return 0 <= split_from <= epoch
@@ -423,7 +440,7 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
         gate = {"loss_bimodality": bimodality(losses, s.cfg.split),
                 "loss_vs_chance": loss_vs_chance(losses, s.cfg.train.batch_size)}
     s.state.clean_prob = distributed.broadcast_array(s.ctx, prob)
-    if s.cfg.warmup_mode() != "fixed" and s.state.split_from < 0:
+    if s.cfg.warmup_mode() != "fixed" and s.state.split_from < 0 and not s.cfg.split.oracle:
         # Rank 0 decides (the start epoch, and whether a shut gate falls back); every rank applies it.
         decided = np.zeros(2, dtype=np.int64)
         if s.ctx.is_main:
