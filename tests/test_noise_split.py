@@ -158,10 +158,11 @@ def test_the_fallback_reads_how_far_the_pairs_are_from_being_fit() -> None:
     assert not starts_fallback(load_config(None, ["train.shut_gate=no_split"]), unfit)
 
 
-@pytest.mark.parametrize("method", ["ncr", "disncl"])
-def test_oracle_split_trains_on_the_ground_truth_from_the_first_epoch(tiny_synth, tmp_path, method) -> None:
-    """split.oracle (the bench's perfect-detector reference): w is the ground truth in every epoch, warm-up
-    included, whatever the gate would have said; without injected noise it refuses to start."""
+@pytest.mark.parametrize(("method", "warmup_epochs"), [("ncr", 0), ("disncl", 0), ("disncl", 1)])
+def test_oracle_split_trains_on_the_ground_truth(tiny_synth, tmp_path, method, warmup_epochs) -> None:
+    """split.oracle (the bench's perfect-detector reference): after train.warmup_epochs (0: from the first epoch)
+    w is the ground truth, whatever the gated warm-up's gate would have said; without injected noise it refuses
+    to start."""
     import json
 
     from conftest import tiny_overrides
@@ -171,12 +172,14 @@ def test_oracle_split_trains_on_the_ground_truth_from_the_first_epoch(tiny_synth
     from disncl.train.loop import split_active, train
 
     overrides = tiny_overrides(tiny_synth, tmp_path / method, **{"split.oracle": "true", "train.method": method,
-                                                                  "train.warmup": "gated"})
+                                                                  "train.warmup": "gated",
+                                                                  "train.warmup_epochs": warmup_epochs})
     cfg = load_config(None, overrides)
-    assert split_active(cfg, 0) and not split_active(load_config(None, tiny_overrides(tiny_synth, tmp_path)), 0)
+    assert split_active(cfg, 0) == (warmup_epochs == 0)
+    assert not split_active(load_config(None, tiny_overrides(tiny_synth, tmp_path)), 0)
     run = train(cfg, progress=False)
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [r["split_used"] for r in log] == [True, True]
+    assert [r["split_used"] for r in log] == [warmup_epochs == 0, True]
     assert {r["detection_gmm"]["auroc"] for r in log} == {1.0}
     scores = PairScores.read(run / "pair_scores.csv")
     assert scores.truth_known.all() and 0 < scores.is_clean.mean() < 1

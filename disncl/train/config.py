@@ -85,6 +85,6 @@ class SplitConfig:
     # the methods that train with the split, loss for InfoNCE; docs/method.md §9.6).
     score: Literal["auto", "loss", "cosine"] = "auto"
     # A benchmark reference, not a method: the clean probability is the ground truth (1 for a truly clean pair,
-    # 0 for an injected mismatch) from the first epoch, i.e. a perfect detector, no warm-up (docs/method.md
-    # §9.9). Needs injected noise, whose truth the trainer knows.
+    # 0 for an injected mismatch), a perfect detector; the split starts after train.warmup_epochs without a
+    # gate (0: from the first epoch; docs/method.md §9.9). Needs injected noise, whose truth the trainer knows.
     oracle: bool = False

@@ -86,7 +86,7 @@ def score_embeddings(
     else:
         loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
     if cfg.split.oracle:
-        prob = initial_clean_prob(cfg, pairs)
+        prob = pairs.is_clean.astype(np.float32)
     else:
         prob = clean_probability(loss, cfg.split).astype(np.float32)
         if previous is not None:
@@ -300,8 +300,9 @@ def shut_gate_config(cfg: RunConfig, state: TrainState) -> RunConfig:
 
 
 def initial_clean_prob(cfg: RunConfig, pairs: NoisyPairs) -> np.ndarray:
-    """``w`` before the first split: ones, or with ``split.oracle`` the ground truth it keeps all run."""
-    if cfg.split.oracle:
+    """``w`` before the first scoring pass: ones, or the ground truth where ``split.oracle`` starts the split at
+    once (``train.warmup_epochs = 0``); with a warm-up it is unused until the first scoring pass sets it."""
+    if cfg.split.oracle and cfg.train.warmup_epochs == 0:
         return pairs.is_clean.astype(np.float32)
     return np.ones(len(pairs.caption), dtype=np.float32)
 
@@ -309,15 +310,13 @@ def initial_clean_prob(cfg: RunConfig, pairs: NoisyPairs) -> np.ndarray:
 def split_active(cfg: RunConfig, epoch: int, split_from: int = -1) -> bool:
     """Whether ``epoch`` (0-based) trains with the clean probability: the method uses it and warm-up is over.
 
-    The ground-truth split (``split.oracle``): from the first epoch. Fixed warm-up: after ``train.warmup_epochs``.
-    Adaptive or gated: from ``split_from``, the epoch
+    Fixed warm-up, and the ground-truth split (``split.oracle``, which needs no gate): after
+    ``train.warmup_epochs``. Adaptive or gated: from ``split_from``, the epoch
     :func:`split_start` chose (-1 while it has not, NO_SPLIT when the gate found unimodal losses).
     """
     if not get_method(cfg.train.method).uses_split:
         return False
-    if cfg.split.oracle:
-        return True
-    if cfg.warmup_mode() == "fixed":
+    if cfg.warmup_mode() == "fixed" or cfg.split.oracle:
         return epoch >= cfg.train.warmup_epochs
     return 0 <= split_from <= epoch
 
