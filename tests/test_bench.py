@@ -248,6 +248,36 @@ def test_a_verdict_needs_the_same_sign_on_both_data_draws():
     assert "Pending at 40% per-image noise, DisNCL (MII) vs NCR-style" in partial and "**Verdict**" not in partial
 
 
+def test_the_perfect_detector_table_gives_each_run_against_its_own_clean_rsum():
+    from dataclasses import replace
+
+    from disncl.bench.presets import ORACLE, ORACLE_AFTER_WARMUP
+    from disncl.bench.report import Report
+
+    preset = replace(PRESETS["standard"], methods=("ncr", "disncl"), noise_rates=(0.0, 0.6), ablations=(),
+                     variants=())
+
+    def at(rate: float, r: dict) -> dict:
+        r["spec"]["noise_rate"] = rate
+        return r
+
+    results = [
+        at(0.0, _result("disncl", 0, 400.0)), at(0.0, _result("disncl", 1, 400.0)),
+        at(0.6, _result("disncl", 0, 300.0)), at(0.6, _result("disncl", 1, 260.0)),
+        at(0.6, _result("disncl", 0, 360.0, ORACLE)), at(0.6, _result("disncl", 1, 340.0, ORACLE)),
+        at(0.6, _result("disncl", 0, 320.0, ORACLE_AFTER_WARMUP)),
+        at(0.6, _result("ncr", 0, 350.0, ORACLE)), at(0.6, _result("ncr", 1, 330.0, ORACLE)),
+    ]
+    report = Report(preset, results)
+    assert report.oracle_rates() == [0.6]
+    row = ("| 60% | 280.0 ± 28.3 | 70% | 350.0 ± 14.1 | 88% | -70.0 ± 14.1 | 320.0 | 80% | -20.0 | 340.0 ± 14.1 | "
+           "85% |")
+    assert row in report.oracle_table()
+    assert ("60% noise: DisNCL 280.0 is 70% of its clean rSum (400.0); with a perfect detector from the first epoch "
+            "it reaches 350.0 (88%).") in report.verdicts()
+    assert "Variants at other cells" not in report.cells_table() and report.cells_table().count("\n") == 1
+
+
 def test_standard_preset_runs_the_focus_cell_first_and_on_a_second_draw():
     preset = PRESETS["standard"]
     runs = preset.runs()

@@ -19,12 +19,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from disncl.bench.presets import ABLATION_LABELS, Preset, RunSpec, reference_at, variant_base  # noqa: E402
+from disncl.bench.presets import (  # noqa: E402
+    ABLATION_LABELS,
+    ORACLE,
+    ORACLE_AFTER_WARMUP,
+    Preset,
+    RunSpec,
+    reference_at,
+    variant_base,
+)
 from disncl.bench.worker import CODES_FILE, IMAGE_FACTORS, TEXT_FACTORS  # noqa: E402
 from disncl.io import atomic_write, atomic_write_text  # noqa: E402
 from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
 
 LABELS = {name: m.label for name, m in METHODS.items()}
+# Extra runs that are references rather than variants: the report gives them their own table, not the cells table.
+REFERENCES = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP})
 COLOURS = {name: m.colour for name, m in METHODS.items()}
 CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
 # Convergence is read from the change in validation rSum over this many final epochs.
@@ -207,7 +217,7 @@ class Report:
         """Each variant run outside the focus cell (``extra_runs``) against its reference run of the same cell (the
         default, or the variant's ``VARIANT_BASE``), by seed."""
         keys = dict.fromkeys((s.method, s.noise_kind, s.noise_rate, s.confound, s.data_seed, s.ablation)
-                             for s in self.preset.extra_runs_resolved() if s.ablation)
+                             for s in self.preset.extra_runs_resolved() if s.ablation not in REFERENCES)
         rows = []
         for method, kind, rate, rho, draw, ablation in keys:
             fallback_off = bool(self.cell(method, kind, rate, "no_fallback", rho, draw=draw))
@@ -228,6 +238,29 @@ class Report:
             ])
         return _table(["method", "cell", "variant", "reference", "seeds", "best val rSum, reference", "… variant",
                        "test rSum, reference", "… variant", "Δ test (variant − reference)"], rows)
+
+    def oracle_rates(self) -> list[float]:
+        """The per-image noise rates that hold DisNCL runs with the perfect detector (``oracle_split``)."""
+        return [rate for rate in self.preset.noise_rates if rate > 0 and self.cell("disncl", "image", rate, ORACLE)]
+
+    def oracle_table(self) -> str:
+        """Per noise rate: DisNCL against the same method with a perfect detector (the ground truth as its clean
+        probability, from the first epoch, and after the warm-up), each also as a share of DisNCL's clean rSum;
+        NCR-style with the perfect detector beside it."""
+        clean = _mean(rsum(r) for r in self.cell("disncl", "image", 0.0))
+        rows = []
+        for rate in self.oracle_rates():
+            ours = {r["spec"]["seed"]: rsum(r) for r in self.cell("disncl", "image", rate)}
+            row = [f"{rate:.0%}", stat(ours.values()), f"{_mean(ours.values()) / clean:.0%}"]
+            for method, ablation in (("disncl", ORACLE), ("disncl", ORACLE_AFTER_WARMUP), ("ncr", ORACLE)):
+                theirs = {r["spec"]["seed"]: rsum(r) for r in self.cell(method, "image", rate, ablation)}
+                seeds = sorted(ours.keys() & theirs.keys())
+                row += [stat(theirs.values()), f"{_mean(theirs.values()) / clean:.0%}" if theirs else "—",
+                        signed([ours[k] - theirs[k] for k in seeds]) if method == "disncl" else ""]
+            rows.append(row[:-1])
+        return _table(["per-image noise", "DisNCL", "% of its clean", "perfect detector, from epoch 1",
+                       "% of clean", "DisNCL − it (paired)", "perfect detector after warm-up", "% of clean",
+                       "DisNCL − it (paired)", "NCR-style, perfect detector", "% of clean"], rows)
 
     def paired(self, base: str, base_ablation: str, other: str, other_ablation: str = "",
                space: str = "best", draw: int | None = None, other_space: str | None = None) -> list[float]:
@@ -415,6 +448,13 @@ class Report:
                 winner = max(cells, key=cells.get)
                 out.append(f"{rate:.0%} noise: highest rSum {LABELS[winner]} ({cells[winner]:.1f}); " + ", ".join(
                     f"{LABELS[m]} {v:.1f}" for m, v in cells.items() if m != winner) + ".")
+        clean = _mean(rsum(r) for r in self.cell("disncl", "image", 0.0))
+        for rate in self.oracle_rates():
+            ours = _mean(rsum(r) for r in self.cell("disncl", "image", rate))
+            perfect = _mean(rsum(r) for r in self.cell("disncl", "image", rate, ORACLE))
+            out.append(f"{rate:.0%} noise: DisNCL {ours:.1f} is {ours / clean:.0%} of its clean rSum ({clean:.1f}); "
+                       f"with a perfect detector from the first epoch it reaches {perfect:.1f} "
+                       f"({perfect / clean:.0%}).")
         for ablation in (*self.preset.ablations, *self.preset.variants):
             base = variant_base("disncl", ablation)
             diffs = self.paired("disncl", base, "disncl", ablation)
@@ -612,6 +652,13 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     lines += ["DisNCL minus each baseline, paired by seed, per cell (the grid's seeds, one data draw):", "",
               rep.rate_table(), ""]
     lines += [f"![rSum vs noise]({rel['rsum_vs_noise.png']})", "", f"![R@1 vs noise]({rel['r1_vs_noise.png']})", ""]
+    if rep.oracle_rates():
+        lines += ["## What a perfect detector reaches (`split.oracle`, docs/method.md §9.9)", "",
+                  "The same methods with the ground truth as their clean probability (a reference, not a method: "
+                  "every truly mismatched pair flagged, every clean one trusted), from the first epoch and after the "
+                  "defaults' 3 warm-up epochs on every pair; test rSum, the grid's seeds, one data draw. The gap to "
+                  "the perfect detector is what better detection and a cheaper warm-up can still win; the gap from "
+                  "there to clean data is the cost of having fewer correct pairs.", "", rep.oracle_table(), ""]
     lines += ["## Noise-detection AUROC (GMM clean probability vs ground truth)", ""]
     for kind in preset.noise_kinds:
         lines += [f"{kind} convention:", "", rep.auroc_table(kind), ""]
@@ -633,7 +680,7 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     if preset.ablations:
         lines += [f"## DisNCL ablations and variants ({preset.focus_rate:.0%} per-image noise)", "",
                   rep.ablation_table(), ""]
-    if any(spec.ablation for spec in preset.extra_runs):
+    if any(spec.ablation not in REFERENCES for spec in preset.extra_runs):
         lines += ["## Variants at other cells", "",
                   "A variant run outside the focus cell against its reference run of the same cell and seed (same "
                   "noise draw): the default, or for a variant tried on the §9.5 loss split, `loss_split`; "
