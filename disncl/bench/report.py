@@ -250,7 +250,9 @@ class Report:
         clean = _mean(rsum(r) for r in self.cell("disncl", "image", 0.0))
         rows = []
         for rate in self.oracle_rates():
-            ours = {r["spec"]["seed"]: rsum(r) for r in self.cell("disncl", "image", rate)}
+            # The grid's seeds, also at the focus cell (which has more): the references run at those.
+            ours = {r["spec"]["seed"]: rsum(r) for r in self.cell("disncl", "image", rate)
+                    if r["spec"]["seed"] in self.preset.seeds}
             row = [f"{rate:.0%}", stat(ours.values()), f"{_mean(ours.values()) / clean:.0%}"]
             for method, ablation in (("disncl", ORACLE), ("disncl", ORACLE_AFTER_WARMUP), ("ncr", ORACLE)):
                 theirs = {r["spec"]["seed"]: rsum(r) for r in self.cell(method, "image", rate, ablation)}
