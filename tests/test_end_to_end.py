@@ -162,6 +162,29 @@ def test_a_fallback_in_the_full_space_trains_as_a_full_space_split_and_is_evalua
     assert evaluate_run(plain, progress=False)["selection_space"] == "mii"
 
 
+def test_a_fallback_with_detached_heads_trains_its_towers_apart_from_then_and_a_resume_keeps_it(
+    tiny_synth: Path, tmp_path: Path
+) -> None:
+    """Eq. 6j: train.shut_gate_heads=detached puts the heads on sg(h) when the fallback starts (not before):
+    the warm-up is the plain fallback's, the epochs after it are not, config.yaml records it, and a resume after
+    the fallback started trains on exactly as the uninterrupted run."""
+    gated = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0, "train.warmup": "gated",
+             "train.shut_gate": "complementary", "train.shut_gate_unfit": 0, "train.shut_gate_space": "full"}
+    runs = {name: tmp_path / name for name in ("plain", "detached", "resumed")}
+    detached = {**gated, "train.shut_gate_heads": "detached"}
+    train(load_config(None, tiny_overrides(tiny_synth, runs["plain"], **gated)), progress=False)
+    train(load_config(None, tiny_overrides(tiny_synth, runs["detached"], **detached)), progress=False)
+    train(load_config(None, tiny_overrides(tiny_synth, runs["resumed"], **detached)), progress=False, stop_after=2)
+    assert main(["train", "--resume", "--out", str(runs["resumed"]), "--no-progress"]) == 0
+    logs = {name: _log(run) for name, run in runs.items()}
+    assert [r["split_used"] for r in logs["detached"]] == [False, True, True]
+    assert logs["detached"][0]["val"] == logs["plain"][0]["val"]
+    assert logs["detached"][1]["val"] != logs["plain"][1]["val"]
+    assert [r["val"] for r in logs["resumed"]] == [r["val"] for r in logs["detached"]]
+    assert load_config(runs["detached"] / "config.yaml").train.heads_detached
+    assert not load_config(runs["plain"] / "config.yaml").train.heads_detached
+
+
 def test_resume_without_checkpoint_fails_clearly(tiny_synth: Path, tmp_path: Path, capsys) -> None:
     assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert "config file" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Eq. 2c (``train.warmup_heads: detached``): during DisNCL's warm-up the heads read sg(h), the towers train on
-the full-space alignment alone and the two groups' gradients are clipped apart; after warm-up nothing changes."""
+the full-space alignment alone and the two groups' gradients are clipped apart; after warm-up nothing changes.
+``train.heads_detached`` (what Eq. 6j's fallback sets) keeps the heads on sg(h) with the split running too."""
 
 from __future__ import annotations
 
@@ -26,13 +27,19 @@ def _model_and_batch() -> tuple[DisNCLModel, torch.Tensor, dict[str, torch.Tenso
     return model, model.preprocess(images), tokenize(tok, CAPTIONS, model.cfg.max_text_len)
 
 
-def _grads(warmup_heads: str, use_split: bool, *extra: str) -> tuple[float, dict[str, torch.Tensor]]:
-    """Loss and every parameter's gradient of one DisNCL batch (same model, batch and sampling noise)."""
+def _grads(warmup_heads: str, use_split: bool, *extra: str, heads_scale: float = 1.0,
+           ) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and every parameter's gradient of one DisNCL batch (same model, batch and sampling noise), the heads'
+    weights multiplied by ``heads_scale``; with the split on, half the pairs are flagged."""
     model, pixels, text = _model_and_batch()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("image_head.", "text_head.")):
+                p.mul_(heads_scale)
     cfg = load_config(None, [f"train.warmup_heads={warmup_heads}", *extra])
     torch.manual_seed(1)
-    loss, _ = batch_objective(model, pixels, text["input_ids"], text["attention_mask"], torch.ones(4), cfg,
-                              use_split)
+    w = torch.tensor([1.0, 0.0, 1.0, 0.2]) if use_split else torch.ones(4)
+    loss, _ = batch_objective(model, pixels, text["input_ids"], text["attention_mask"], w, cfg, use_split)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return float(loss.detach()), grads
@@ -71,10 +78,24 @@ def test_detached_warmup_changes_nothing_once_the_split_runs() -> None:
         torch.testing.assert_close(detached[name], grad)
 
 
+def test_heads_detached_keeps_the_towers_gradient_free_of_the_heads_with_the_split_on() -> None:
+    # With the heads on sg(h) the towers' gradient comes from the full-space terms alone, so it does not depend
+    # on the heads' weights; with the joint path it does.
+    def towers(heads_scale: float, *extra: str) -> dict[str, torch.Tensor]:
+        return _towers(_grads("joint", True, *extra, "loss.flagged_loss=complementary", heads_scale=heads_scale)[1])
+
+    detached = "train.heads_detached=true"
+    for name, grad in towers(1.0, detached).items():
+        torch.testing.assert_close(towers(0.5, detached)[name], grad)
+    joint = towers(1.0)
+    assert any(not torch.allclose(towers(0.5)[n], g) for n, g in joint.items())
+
+
 def test_detached_warmup_clips_towers_and_heads_apart() -> None:
-    def norms(warmup_heads: str, use_split: bool) -> tuple[float, float]:
+    def norms(warmup_heads: str, use_split: bool, heads_detached: bool = False) -> tuple[float, float]:
         model, pixels, text = _model_and_batch()
-        cfg = load_config(None, [f"train.warmup_heads={warmup_heads}", "train.grad_clip=0.01"])
+        cfg = load_config(None, [f"train.warmup_heads={warmup_heads}", "train.grad_clip=0.01",
+                                 f"train.heads_detached={heads_detached}"])
         for p in model.parameters():
             p.grad = torch.ones_like(p)
         clip_gradients(model, cfg, use_split)
@@ -85,6 +106,8 @@ def test_detached_warmup_clips_towers_and_heads_apart() -> None:
     towers, rest = norms("detached", use_split=False)
     assert towers == pytest.approx(0.01, rel=1e-4) and rest == pytest.approx(0.01, rel=1e-4)
     # One norm over every parameter: together they are clipped to 0.01, so each group is below it.
+    towers, rest = norms("detached", use_split=True, heads_detached=True)
+    assert towers == pytest.approx(0.01, rel=1e-4) and rest == pytest.approx(0.01, rel=1e-4)
     for warmup_heads, use_split in (("joint", False), ("detached", True)):
         towers, rest = norms(warmup_heads, use_split)
         assert towers**2 + rest**2 == pytest.approx(0.01**2, rel=1e-4)

@@ -77,6 +77,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "unfit_split_xcov": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", _XCOV, _OWN_SPACE),
     "no_fallback": (NO_FALLBACK,),
     "detached_warmup": ("train.warmup_heads=detached",),
+    "fallback_detached": ("train.shut_gate_heads=detached",),
     # A reference, not a method: the split is the ground truth from the first epoch (a perfect detector).
     "oracle_split": ("split.oracle=true", "train.warmup_epochs=0"),
     # The same detector after the defaults' warm-up on every pair: what the warm-up costs.
@@ -163,6 +164,8 @@ ABLATION_LABELS = {
                          "trusted where most are noisy",
     "detached_warmup": "variant: during warm-up the heads read sg(h) and the towers train on the full-space "
                        "alignment alone, their gradients clipped apart from the heads' (Eq. 2c)",
+    "fallback_detached": "variant: where the shut gate's fallback starts, the heads read sg(h) from then, so the "
+                         "towers train for the full space it selects in (Eq. 6j)",
     "oracle_split": "reference: a perfect detector, the clean probability is the ground truth from the first epoch "
                     "(no warm-up)",
     "oracle_after_warmup": "reference: the perfect detector after the 3 warm-up epochs on every pair",
@@ -175,7 +178,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
                       "alpha_min_tenth", "unfit_split", "unfit_confident", "unfit_split_full",
-                      "unfit_split_xcov", "unfit_full_strict", "no_fallback", "detached_warmup", "oracle_split",
+                      "unfit_split_xcov", "unfit_full_strict", "no_fallback", "detached_warmup", "fallback_detached", "oracle_split",
                       "oracle_after_warmup"})
 
 
@@ -504,6 +507,9 @@ PRESETS["standard-variants"] = replace(
         # Eq. 2c: the towers' warm-up on the full-space alignment alone (heads on sg(h)), where the joint warm-up is
         # slowest (80 %), at 60 % and at the focus cell; it lost at 60 % on both seeds, so it went no further.
         *(RunSpec("disncl", "image", rate, seed, ablation="detached_warmup") for rate in (0.8, 0.6, 0.4)
+          for seed in (0, 1)),
+        # Eq. 6j: the heads on sg(h) only where the fallback starts (80 %; nowhere else does it), on both draws.
+        *(RunSpec("disncl", "image", 0.8, seed, ablation="fallback_detached", data_seed=draw) for draw in (0, 1)
           for seed in (0, 1)),
     ),
 )

@@ -42,11 +42,17 @@ class TrainConfig:
     # learn faster than the MII codes while most pairs are wrong (docs/method.md §9.8). The switch is written
     # to the run's config.yaml, so evaluation, export and a resume read the space the run was selected on.
     shut_gate_space: Literal["selection", "full"] = "full"
+    # Eq. 6j: where that fallback starts, "detached" feeds the heads sg(h) from then on (heads_detached), so the
+    # towers train for the full space the fallback selects in, unslowed by the MII branch (docs/method.md §9.8).
+    shut_gate_heads: Literal["joint", "detached"] = "joint"
     # Eq. 2c: the gradient path during warm-up. "joint": every term trains the towers. "detached": the heads
     # read sg(h), so the towers train on the full-space alignment (Eq. 2b) alone, and the towers' and the
     # other modules' gradients are clipped each on their own norm: the towers' warm-up is then InfoNCE's
     # (docs/method.md §9.8: the MII branch slows the towers while most pairs are wrong).
     warmup_heads: Literal["joint", "detached"] = "joint"
+    # Eq. 2c for the whole run: the heads read sg(h) in every epoch, so the towers train on the full-space terms
+    # alone. Set by Eq. 6j's fallback (shut_gate_heads), or by hand.
+    heads_detached: bool = False
     seed: int = 0
     device: str = "auto"
     amp: bool = True

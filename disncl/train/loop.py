@@ -32,7 +32,7 @@ from disncl.train.distributed import DistContext
 from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
 from disncl.train.feature_cache import cached_split, towers_digest
 from disncl.train.noise_split import bimodality, clean_probability, loss_vs_chance, smooth_clean_probability
-from disncl.train.objective import batch_objective, detached_warmup
+from disncl.train.objective import batch_objective, heads_detached
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
 from disncl.train.scoring import pair_distance, pair_table, per_pair_loss, write_pair_scores
 from disncl.train.state import NO_SPLIT, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
@@ -291,11 +291,14 @@ def _cached_features(
 
 def shut_gate_config(cfg: RunConfig, state: TrainState) -> RunConfig:
     """The configuration a run trains on: ``cfg``, with the flagged pairs on the complementary loss once the
-    gate stayed shut and ``train.shut_gate`` started the split anyway (Eq. 6g; ``state.split_fallback``), and
-    with ``train.shut_gate_space: full`` the split and model selection in the full space from then (Eq. 6i)."""
+    gate stayed shut and ``train.shut_gate`` started the split anyway (Eq. 6g; ``state.split_fallback``),
+    with ``train.shut_gate_space: full`` the split and model selection in the full space from then (Eq. 6i), and
+    with ``train.shut_gate_heads: detached`` the heads on sg(h) from then (Eq. 6j)."""
     if not state.split_fallback:
         return cfg
     train_cfg = replace(cfg.train, select_on="full") if cfg.train.shut_gate_space == "full" else cfg.train
+    if cfg.train.shut_gate_heads == "detached":
+        train_cfg = replace(train_cfg, heads_detached=True)
     return replace(cfg, loss=replace(cfg.loss, flagged_loss="complementary"), train=train_cfg)
 
 
@@ -389,12 +392,12 @@ def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> 
 
 
 def clip_gradients(model: torch.nn.Module, cfg: RunConfig, use_split: bool) -> None:
-    """Gradient-norm clipping at ``train.grad_clip`` (0: none): one norm over every parameter, or during
-    Eq. 2c's detached warm-up one for the towers and one for the rest, so that the heads' gradients do not
-    shrink the towers' step (their warm-up is then InfoNCE's, docs/method.md §9.8)."""
+    """Gradient-norm clipping at ``train.grad_clip`` (0: none): one norm over every parameter, or where the heads
+    read sg(h) (Eq. 2c) one for the towers and one for the rest, so that the heads' gradients do not shrink the
+    towers' step (a detached warm-up is then InfoNCE's, docs/method.md §9.8)."""
     if cfg.train.grad_clip <= 0:
         return
-    if not detached_warmup(cfg, use_split):
+    if not heads_detached(cfg, use_split):
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         return
     towers = [p for name, p in model.named_parameters() if name.startswith(TOWER_PREFIXES)]

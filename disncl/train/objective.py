@@ -63,20 +63,23 @@ def srem_objective(
     return srem_loss(h_v, h_t, clean_prob, cfg.srem)
 
 
-def detached_warmup(cfg: RunConfig, use_split: bool) -> bool:
-    """Whether this batch trains with Eq. 2c's gradient path: DisNCL's warm-up with ``train.warmup_heads:
-    detached`` (the heads on ``sg(h)``, the towers on the full-space alignment alone)."""
-    return cfg.train.method == "disncl" and cfg.train.warmup_heads == "detached" and not use_split
+def heads_detached(cfg: RunConfig, use_split: bool) -> bool:
+    """Whether this batch trains with Eq. 2c's gradient path (the heads on ``sg(h)``, the towers on the full-space
+    terms alone): DisNCL with ``train.heads_detached`` (set by Eq. 6j's fallback), or in its warm-up with
+    ``train.warmup_heads: detached``."""
+    if cfg.train.method != "disncl":
+        return False
+    return cfg.train.heads_detached or (cfg.train.warmup_heads == "detached" and not use_split)
 
 
 def disncl_objective(
     model: DisNCLModel, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor, clean_prob: Tensor,
     run_cfg: RunConfig, use_split: bool,
 ) -> tuple[Tensor, Terms]:
-    """DisNCL (Eq. 1–9 in docs/method.md) for one batch of pairs; during warm-up with
-    ``train.warmup_heads: detached`` the heads read ``sg(h)`` (Eq. 2c)."""
+    """DisNCL (Eq. 1–9 in docs/method.md) for one batch of pairs; where :func:`heads_detached` says so the heads
+    read ``sg(h)`` (Eq. 2c)."""
     cfg = run_cfg.loss
-    detached = detached_warmup(run_cfg, use_split)
+    detached = heads_detached(run_cfg, use_split)
     ev = model.encode_image(pixels, detach_heads=detached)
     et = model.encode_text(input_ids, attention_mask, detach_heads=detached)
     # Eq. 2c: the reconstruction target is sg(h) too, so only the full-space alignment reaches the towers.
