@@ -178,8 +178,8 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "fixed_warmup", "gated_warmup", "xcov_mi", "rematch_at_half", "fixed_cosine",
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
                       "alpha_min_tenth", "unfit_split", "unfit_confident", "unfit_split_full",
-                      "unfit_split_xcov", "unfit_full_strict", "no_fallback", "detached_warmup", "fallback_detached", "oracle_split",
-                      "oracle_after_warmup"})
+                      "unfit_split_xcov", "unfit_full_strict", "no_fallback", "detached_warmup", "fallback_detached",
+                      "oracle_split", "oracle_after_warmup"})
 
 
 @dataclass(frozen=True)
