@@ -66,7 +66,7 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     assert loss("xcov_mi").mi_estimator == "xcov"
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
-    on_defaults = {"detached_warmup", "fallback_detached", "oracle_split", "oracle_after_warmup"}
+    on_defaults = {"detached_warmup", "joint_heads", "oracle_split", "oracle_after_warmup"}
     since_hsic = {"unfit_complementary", "alpha_min_tenth"} | fallback_variants | on_defaults  # tried on HSIC
     assert {loss(a).mi_estimator for a in since_hsic} == {"hsic"}
     # Every variant tried before HSIC was adopted still runs on the penalty it was measured with, and every
@@ -87,7 +87,11 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
         assert config(ablation).train.shut_gate == "no_split", ablation
     for ablation in on_defaults:
         assert config(ablation).loss == loss(""), ablation
-    assert replace(config("detached_warmup").train, warmup_heads="joint") == train
+    assert replace(config("detached_warmup").train, warmup_heads="joint", shut_gate_heads="detached") == train
+    # Eq. 6j is the default; every variant that can start the fallback keeps the joint path it was measured with.
+    assert train.shut_gate_heads == "detached" and config("joint_heads").train.shut_gate_heads == "joint"
+    for ablation in fallback_kept | {"detached_warmup"}:
+        assert config(ablation).train.shut_gate_heads == "joint", ablation
     for ablation in fallback_kept:
         assert config(ablation).train.shut_gate == "complementary", ablation
         assert config(ablation).train.shut_gate_space == "selection", ablation
@@ -103,6 +107,9 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     assert reference_at("disncl", "alpha_min_tenth", False) == ""
     assert reference_at("disncl", "no_fallback", True) == ""
     assert reference_at("disncl", "xcov_mi", True) == "alpha_min_tenth"
+    # And one measured with the fallback's joint gradient path compares there with joint_heads.
+    assert reference_at("disncl", "detached_warmup", True) == "joint_heads"
+    assert reference_at("disncl", "detached_warmup", False) == reference_at("disncl", "joint_heads", True) == ""
     references = {variant_base(s.method, s.ablation) for s in preset.runs() if s.ablation in VARIANTS}
     assert {s.ablation for s in preset.runs()} >= references
 

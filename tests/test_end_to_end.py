@@ -108,8 +108,9 @@ def _fallback_against_fixed(tiny_synth: Path, tmp_path: Path, space: str, **fixe
     fixed warm-up run with the complementary loss it should equal, and the fallback resumed after epoch 2;
     assert that all three train alike. Returns the fallback's overrides and the runs' directories."""
     base = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0}
+    # The joint gradient path after the fallback starts, as the fixed warm-up run trains (Eq. 6j off).
     gated = {**base, "train.warmup": "gated", "train.shut_gate": "complementary", "train.shut_gate_unfit": 0,
-             "train.shut_gate_space": space}
+             "train.shut_gate_space": space, "train.shut_gate_heads": "joint"}
     fixed = {**base, "train.warmup": "fixed", "loss.flagged_loss": "complementary", **fixed_extra}
     runs = {name: tmp_path / name for name in ("gated", "fixed", "resumed")}
     train(load_config(None, tiny_overrides(tiny_synth, runs["gated"], **gated)), progress=False)
@@ -165,11 +166,12 @@ def test_a_fallback_in_the_full_space_trains_as_a_full_space_split_and_is_evalua
 def test_a_fallback_with_detached_heads_trains_its_towers_apart_from_then_and_a_resume_keeps_it(
     tiny_synth: Path, tmp_path: Path
 ) -> None:
-    """Eq. 6j: train.shut_gate_heads=detached puts the heads on sg(h) when the fallback starts (not before):
+    """Eq. 6j (the default): train.shut_gate_heads=detached puts the heads on sg(h) when the fallback starts:
     the warm-up is the plain fallback's, the epochs after it are not, config.yaml records it, and a resume after
     the fallback started trains on exactly as the uninterrupted run."""
     gated = {"train.warmup_epochs": 1, "train.epochs": 3, "data.noise_rate": 0.0, "train.warmup": "gated",
-             "train.shut_gate": "complementary", "train.shut_gate_unfit": 0, "train.shut_gate_space": "full"}
+             "train.shut_gate": "complementary", "train.shut_gate_unfit": 0, "train.shut_gate_space": "full",
+             "train.shut_gate_heads": "joint"}
     runs = {name: tmp_path / name for name in ("plain", "detached", "resumed")}
     detached = {**gated, "train.shut_gate_heads": "detached"}
     train(load_config(None, tiny_overrides(tiny_synth, runs["plain"], **gated)), progress=False)

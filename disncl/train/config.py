@@ -43,8 +43,10 @@ class TrainConfig:
     # to the run's config.yaml, so evaluation, export and a resume read the space the run was selected on.
     shut_gate_space: Literal["selection", "full"] = "full"
     # Eq. 6j: where that fallback starts, "detached" feeds the heads sg(h) from then on (heads_detached), so the
-    # towers train for the full space the fallback selects in, unslowed by the MII branch (docs/method.md §9.8).
-    shut_gate_heads: Literal["joint", "detached"] = "joint"
+    # towers train for the full space the fallback selects in, unslowed by the MII branch. Default since
+    # docs/method.md §9.8 (bench variant ``joint_heads`` keeps "joint"); where the fallback does not start it
+    # changes nothing.
+    shut_gate_heads: Literal["joint", "detached"] = "detached"
     # Eq. 2c: the gradient path during warm-up. "joint": every term trains the towers. "detached": the heads
     # read sg(h), so the towers train on the full-space alignment (Eq. 2b) alone, and the towers' and the
     # other modules' gradients are clipped each on their own norm: the towers' warm-up is then InfoNCE's
