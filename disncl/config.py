@@ -10,6 +10,7 @@ run directory alone says how it was made and can be resumed or evaluated.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -23,6 +24,8 @@ from disncl.losses.config import DisNCLLossConfig, InfoNCELossConfig, SREMLossCo
 from disncl.methods import get_method
 from disncl.models.config import ModelConfig
 from disncl.train.config import SplitConfig, TrainConfig
+
+_SCIENTIFIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 @dataclass
@@ -111,6 +114,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        # YAML 1.1 reads 1e-5 (no dot) as text; a number written that way is still meant as one.
+        if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -34,12 +34,23 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         ("train.method=sgd", "not one of"),
         ("nosection.x=1", "unknown key(s) ['nosection']"),
         ("train.epochs", "section.key=value"),
+        ("split.tol=1e", "expected a number"),
+        ("split.tol=small", "expected a number"),
     ],
 )
 def test_bad_overrides_name_the_problem(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
                        .replace(")", r"\)")):
         load_config(None, [override])
+
+
+def test_numbers_in_scientific_notation_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    # YAML 1.1 reads 1e-5 as text, 1.0e-5 as a number: both mean the number.
+    assert load_config(None, ["split.tol=1e-5"]).split.tol == 1e-5
+    assert load_config(None, ["train.lr=2E-3", "split.reg_covar=5.0e-4"]).train.lr == 2e-3
+    path = tmp_path / "c.yaml"
+    path.write_text("split:\n  tol: 1e-5\n")
+    assert load_config(path).split.tol == 1e-5
 
 
 def test_selection_space_follows_method() -> None:

@@ -85,7 +85,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "detached_warmup": ("train.warmup_heads=detached", _JOINT_HEADS),
     "joint_heads": (_JOINT_HEADS,),
     # The split's mixture fitted to convergence instead of NCR's 10 EM iterations (Eq. 6's settings, §3).
-    "converged_mixture": ("split.max_iter=200", "split.tol=0.00001"),
+    "converged_mixture": ("split.max_iter=200", "split.tol=1e-5"),
     # A reference, not a method: the split is the ground truth from the first epoch (a perfect detector).
     "oracle_split": ("split.oracle=true", "train.warmup_epochs=0"),
     # The same detector after the defaults' warm-up on every pair: what the warm-up costs.
