@@ -527,6 +527,8 @@ PRESETS["standard-variants"] = replace(
         # joint path it replaced, on both draws.
         *(RunSpec("disncl", "image", 0.8, seed, ablation="joint_heads", data_seed=draw) for draw in (0, 1)
           for seed in (0, 1)),
+        # 80 % at five seeds for the methods with a split, where the grid's two seeds leave DisNCL and SREM level.
+        *(RunSpec(m, "image", 0.8, seed) for seed in (2, 3, 4) for m in ("disncl", "srem", "ncr")),
         # At 80 % the 10-iteration mixture trusts about twice the clean share (§9.9): fitted to convergence.
         *(RunSpec("disncl", "image", rate, seed, ablation="converged_mixture") for rate in (0.8, 0.6, 0.4)
           for seed in (0, 1)),
