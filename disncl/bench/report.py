@@ -33,8 +33,9 @@ from disncl.io import atomic_write, atomic_write_text  # noqa: E402
 from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
 
 LABELS = {name: m.label for name, m in METHODS.items()}
-# Extra runs that are references rather than variants: the report gives them their own table, not the cells table.
-REFERENCES = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP})
+# Extra runs that are not variants of a cell (the defaults elsewhere, and the perfect-detector references, which
+# have their own table): the cells table leaves them out.
+NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP})
 COLOURS = {name: m.colour for name, m in METHODS.items()}
 CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
 # Convergence is read from the change in validation rSum over this many final epochs.
@@ -217,7 +218,7 @@ class Report:
         """Each variant run outside the focus cell (``extra_runs``) against its reference run of the same cell (the
         default, or the variant's ``VARIANT_BASE``), by seed."""
         keys = dict.fromkeys((s.method, s.noise_kind, s.noise_rate, s.confound, s.data_seed, s.ablation)
-                             for s in self.preset.extra_runs_resolved() if s.ablation not in REFERENCES)
+                             for s in self.preset.extra_runs_resolved() if s.ablation not in NOT_VARIANTS)
         rows = []
         for method, kind, rate, rho, draw, ablation in keys:
             fallback_off = bool(self.cell(method, kind, rate, "no_fallback", rho, draw=draw))
@@ -239,6 +240,10 @@ class Report:
         return _table(["method", "cell", "variant", "reference", "seeds", "best val rSum, reference", "… variant",
                        "test rSum, reference", "… variant", "Δ test (variant − reference)"], rows)
 
+    def clean_rsum(self) -> float:
+        """DisNCL's mean test rSum on clean data: what the perfect-detector shares are of."""
+        return _mean(rsum(r) for r in self.cell("disncl", "image", 0.0))
+
     def oracle_rates(self) -> list[float]:
         """The per-image noise rates that hold DisNCL runs with the perfect detector (``oracle_split``)."""
         return [rate for rate in self.preset.noise_rates if rate > 0 and self.cell("disncl", "image", rate, ORACLE)]
@@ -247,19 +252,21 @@ class Report:
         """Per noise rate: DisNCL against the same method with a perfect detector (the ground truth as its clean
         probability, from the first epoch, and after the warm-up), each also as a share of DisNCL's clean rSum;
         NCR-style with the perfect detector beside it."""
-        clean = _mean(rsum(r) for r in self.cell("disncl", "image", 0.0))
+        clean = self.clean_rsum()
+
+        def share(values: dict[int, float]) -> list[str]:
+            return [stat(values.values()), f"{_mean(values.values()) / clean:.0%}" if values else "—"]
+
         rows = []
         for rate in self.oracle_rates():
             # The grid's seeds, also at the focus cell (which has more): the references run at those.
             ours = {r["spec"]["seed"]: rsum(r) for r in self.cell("disncl", "image", rate)
                     if r["spec"]["seed"] in self.preset.seeds}
-            row = [f"{rate:.0%}", stat(ours.values()), f"{_mean(ours.values()) / clean:.0%}"]
-            for method, ablation in (("disncl", ORACLE), ("disncl", ORACLE_AFTER_WARMUP), ("ncr", ORACLE)):
-                theirs = {r["spec"]["seed"]: rsum(r) for r in self.cell(method, "image", rate, ablation)}
-                seeds = sorted(ours.keys() & theirs.keys())
-                row += [stat(theirs.values()), f"{_mean(theirs.values()) / clean:.0%}" if theirs else "—",
-                        signed([ours[k] - theirs[k] for k in seeds]) if method == "disncl" else ""]
-            rows.append(row[:-1])
+            row = [f"{rate:.0%}", *share(ours)]
+            for ablation in (ORACLE, ORACLE_AFTER_WARMUP):
+                theirs = {r["spec"]["seed"]: rsum(r) for r in self.cell("disncl", "image", rate, ablation)}
+                row += [*share(theirs), signed([ours[k] - theirs[k] for k in sorted(ours.keys() & theirs.keys())])]
+            rows.append(row + share({r["spec"]["seed"]: rsum(r) for r in self.cell("ncr", "image", rate, ORACLE)}))
         return _table(["per-image noise", "DisNCL", "% of its clean", "perfect detector, from epoch 1",
                        "% of clean", "DisNCL − it (paired)", "perfect detector after warm-up", "% of clean",
                        "DisNCL − it (paired)", "NCR-style, perfect detector", "% of clean"], rows)
@@ -450,7 +457,7 @@ class Report:
                 winner = max(cells, key=cells.get)
                 out.append(f"{rate:.0%} noise: highest rSum {LABELS[winner]} ({cells[winner]:.1f}); " + ", ".join(
                     f"{LABELS[m]} {v:.1f}" for m, v in cells.items() if m != winner) + ".")
-        clean = _mean(rsum(r) for r in self.cell("disncl", "image", 0.0))
+        clean = self.clean_rsum()
         for rate in self.oracle_rates():
             ours = _mean(rsum(r) for r in self.cell("disncl", "image", rate))
             perfect = _mean(rsum(r) for r in self.cell("disncl", "image", rate, ORACLE))
@@ -682,7 +689,7 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     if preset.ablations:
         lines += [f"## DisNCL ablations and variants ({preset.focus_rate:.0%} per-image noise)", "",
                   rep.ablation_table(), ""]
-    if any(spec.ablation not in REFERENCES for spec in preset.extra_runs):
+    if any(spec.ablation not in NOT_VARIANTS for spec in preset.extra_runs):
         lines += ["## Variants at other cells", "",
                   "A variant run outside the focus cell against its reference run of the same cell and seed (same "
                   "noise draw): the default, or for a variant tried on the §9.5 loss split, `loss_split`; "

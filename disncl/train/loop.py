@@ -86,7 +86,7 @@ def score_embeddings(
     else:
         loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
     if cfg.split.oracle:
-        prob = pairs.is_clean.astype(np.float32)
+        prob = initial_clean_prob(cfg, pairs)
     else:
         prob = clean_probability(loss, cfg.split).astype(np.float32)
         if previous is not None:
@@ -303,9 +303,9 @@ def shut_gate_config(cfg: RunConfig, state: TrainState) -> RunConfig:
 
 
 def initial_clean_prob(cfg: RunConfig, pairs: NoisyPairs) -> np.ndarray:
-    """``w`` before the first scoring pass: ones, or the ground truth where ``split.oracle`` starts the split at
-    once (``train.warmup_epochs = 0``); with a warm-up it is unused until the first scoring pass sets it."""
-    if cfg.split.oracle and cfg.train.warmup_epochs == 0:
+    """``w`` before the first scoring pass: ones, or with ``split.oracle`` the ground truth (which a split that
+    starts at once, ``train.warmup_epochs = 0``, trains on; warm-up epochs train on ones whatever ``w`` is)."""
+    if cfg.split.oracle:
         return pairs.is_clean.astype(np.float32)
     return np.ones(len(pairs.caption), dtype=np.float32)
 
