@@ -91,6 +91,22 @@ def test_heads_detached_keeps_the_towers_gradient_free_of_the_heads_with_the_spl
     assert any(not torch.allclose(towers(0.5)[n], g) for n, g in joint.items())
 
 
+def test_split_heads_detaches_the_heads_only_once_the_split_runs() -> None:
+    # Eq. 2d: the warm-up keeps the joint path; with the split on, the towers' gradient is free of the heads,
+    # as with train.heads_detached.
+    def towers(use_split: bool, heads_scale: float, *extra: str) -> dict[str, torch.Tensor]:
+        return _towers(_grads("joint", use_split, *extra, heads_scale=heads_scale)[1])
+
+    split = "train.split_heads=detached"
+    for name, grad in towers(True, 1.0, split).items():
+        torch.testing.assert_close(towers(True, 0.5, split)[name], grad)
+        torch.testing.assert_close(towers(True, 1.0, "train.heads_detached=true")[name], grad)
+    warmup = towers(False, 1.0, split)
+    for name, grad in towers(False, 1.0).items():
+        torch.testing.assert_close(warmup[name], grad)
+    assert any(not torch.allclose(towers(False, 0.5, split)[n], g) for n, g in warmup.items())
+
+
 def test_detached_warmup_clips_towers_and_heads_apart() -> None:
     def norms(warmup_heads: str, use_split: bool, heads_detached: bool = False) -> tuple[float, float]:
         model, pixels, text = _model_and_batch()

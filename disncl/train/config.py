@@ -52,6 +52,9 @@ class TrainConfig:
     # other modules' gradients are clipped each on their own norm: the towers' warm-up is then InfoNCE's
     # (docs/method.md §9.8: the MII branch slows the towers while most pairs are wrong).
     warmup_heads: Literal["joint", "detached"] = "joint"
+    # Eq. 2d, the complement: "detached" feeds the heads sg(h) in every epoch that uses the split, after a joint
+    # warm-up (docs/method.md §9.8: with a perfect detector the MII branch's gradient costs the towers).
+    split_heads: Literal["joint", "detached"] = "joint"
     # Eq. 2c for the whole run: the heads read sg(h) in every epoch, so the towers train on the full-space terms
     # alone. Set by Eq. 6j's fallback (shut_gate_heads), or by hand.
     heads_detached: bool = False

@@ -65,11 +65,13 @@ def srem_objective(
 
 def heads_detached(cfg: RunConfig, use_split: bool) -> bool:
     """Whether this batch trains with Eq. 2c's gradient path (the heads on ``sg(h)``, the towers on the full-space
-    terms alone): DisNCL with ``train.heads_detached`` (set by Eq. 6j's fallback), or in its warm-up with
-    ``train.warmup_heads: detached``."""
+    terms alone): DisNCL with ``train.heads_detached`` (set by Eq. 6j's fallback), in its warm-up with
+    ``train.warmup_heads: detached``, or after it with ``train.split_heads: detached`` (Eq. 2d)."""
     if cfg.train.method != "disncl":
         return False
-    return cfg.train.heads_detached or (cfg.train.warmup_heads == "detached" and not use_split)
+    if cfg.train.heads_detached:
+        return True
+    return (cfg.train.split_heads if use_split else cfg.train.warmup_heads) == "detached"
 
 
 def disncl_objective(
