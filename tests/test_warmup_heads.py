@@ -107,6 +107,23 @@ def test_split_heads_detaches_the_heads_only_once_the_split_runs() -> None:
     assert any(not torch.allclose(towers(False, 0.5, split)[n], g) for n, g in warmup.items())
 
 
+def test_heads_grad_scale_interpolates_the_towers_gradient_between_no_share_and_the_joint_path() -> None:
+    # Eq. 2e: the forward pass is unchanged, and the towers' gradient is linear in the heads' share.
+    runs = [_grads("joint", True, f"train.heads_grad_scale={k}") for k in (0.0, 0.5, 1.0)]
+    losses, grads = [loss for loss, _ in runs], [g for _, g in runs]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6) == pytest.approx(losses[2], rel=1e-6)
+    none, half, joint = (_towers(g) for g in grads)
+    torch.testing.assert_close(_towers(_grads("joint", True)[1]), joint)
+    assert any(not torch.allclose(none[n], g) for n, g in joint.items())
+    for name, grad in half.items():
+        torch.testing.assert_close(grad, 0.5 * (none[name] + joint[name]), rtol=1e-3, atol=1e-5)
+
+
+def test_heads_grad_scale_outside_the_unit_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="heads_grad_scale"):
+        load_config(None, ["train.heads_grad_scale=1.5"])
+
+
 def test_detached_warmup_clips_towers_and_heads_apart() -> None:
     def norms(warmup_heads: str, use_split: bool, heads_detached: bool = False) -> tuple[float, float]:
         model, pixels, text = _model_and_batch()

@@ -25,6 +25,7 @@ NO_FALLBACK = "train.shut_gate=no_split"
 # The perfect-detector references (split.oracle, docs/method.md §9.9): from the first epoch, and after the warm-up.
 ORACLE = "oracle_split"
 ORACLE_AFTER_WARMUP = "oracle_after_warmup"
+_ORACLE = ("split.oracle=true", "train.warmup_epochs=0")
 _OWN_SPACE = "train.shut_gate_space=selection"
 # The fallback with the joint gradient path (Eq. 6j off), the defaults until §9.8's last part, kept by every
 # variant that can start the fallback and was measured so.
@@ -87,13 +88,25 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     # The split's mixture fitted to convergence instead of NCR's 10 EM iterations (Eq. 6's settings, §3).
     "converged_mixture": ("split.max_iter=200", "split.tol=1e-5"),
     # A reference, not a method: the split is the ground truth from the first epoch (a perfect detector).
-    "oracle_split": ("split.oracle=true", "train.warmup_epochs=0"),
+    "oracle_split": _ORACLE,
     # The same detector after the defaults' warm-up on every pair: what the warm-up costs.
     "oracle_after_warmup": ("split.oracle=true",),
     # The perfect detector with the flagged pairs on the complementary loss instead of the re-match (Eq. 5d).
-    "oracle_complementary": ("split.oracle=true", "train.warmup_epochs=0", "loss.flagged_loss=complementary"),
+    "oracle_complementary": (*_ORACLE, "loss.flagged_loss=complementary"),
     "unfit_full_strict": ("train.shut_gate=complementary", "train.shut_gate_unfit=0.5", "train.select_on=full",
                           "loss.alpha_hard_threshold=0.99", _OWN_SPACE, _JOINT_HEADS),
+    # §9.8: which part of DisNCL's training of the trusted pairs costs against NCR-style with the perfect detector.
+    "oracle_no_exclusivity": (*_ORACLE, "loss.gamma=1.0"),
+    "oracle_no_kl": (*_ORACLE, "loss.use_kl=false"),
+    "oracle_heads_detached": (*_ORACLE, "train.heads_detached=true"),
+    "oracle_dropped": (*_ORACLE, "loss.weight_by_clean_prob=true"),
+    "oracle_dropped_detached": (*_ORACLE, "loss.weight_by_clean_prob=true", "train.heads_detached=true"),
+    # ... and the same gradient paths and shorter warm-ups with DisNCL's own detector.
+    "heads_detached": ("train.heads_detached=true",),
+    "split_heads_detached": ("train.split_heads=detached",),
+    "warmup_two": ("train.warmup_epochs=2",),
+    "warmup_one": ("train.warmup_epochs=1",),
+    "strict_split": ("loss.alpha_hard_threshold=0.99",),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -105,6 +118,8 @@ VARIANT_BASE: dict[str, str] = {
     **{name: "alpha_min_tenth" for name in ("xcov_mi", "unfit_complementary")},
     **{name: "no_fallback" for name in ("unfit_split", "unfit_confident", "unfit_split_full", "unfit_split_xcov",
                                         "unfit_full_strict")},
+    **{name: ORACLE for name in ("oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached", "oracle_dropped",
+                                 "oracle_dropped_detached")},
 }
 
 
@@ -188,6 +203,21 @@ ABLATION_LABELS = {
     "oracle_after_warmup": "reference: the perfect detector after the 3 warm-up epochs on every pair",
     "oracle_complementary": "reference: the perfect detector from the first epoch, flagged pairs on SREM's "
                             "complementary loss (Eq. 5d) instead of the re-match",
+    "oracle_no_exclusivity": "reference: the perfect detector from the first epoch, without the exclusivity part "
+                             "(γ = 1: no reconstruction, MI penalty or MEI compression, Eq. 1)",
+    "oracle_no_kl": "reference: the perfect detector from the first epoch, without the KL terms (Eq. 2, 7)",
+    "oracle_heads_detached": "reference: the perfect detector from the first epoch, the heads on sg(h) for the whole "
+                             "run (Eq. 2c): the towers train on the full-space alignment alone",
+    "oracle_dropped": "reference: the perfect detector from the first epoch, flagged pairs out of the loss "
+                      "(weighted by w, Eq. 3b) instead of re-matched, as NCR-style drops them",
+    "oracle_dropped_detached": "reference: oracle_dropped with the heads on sg(h) (Eq. 2c): NCR-style's training of "
+                               "the towers, the heads learning on top",
+    "heads_detached": "variant: the heads on sg(h) for the whole run (Eq. 2c): the towers train on the full-space "
+                      "alignment alone",
+    "split_heads_detached": "variant: the heads on sg(h) once the split runs (Eq. 2d), the warm-up joint",
+    "warmup_two": "variant: 2 warm-up epochs instead of 3",
+    "warmup_one": "variant: 1 warm-up epoch instead of 3",
+    "strict_split": "variant: a stricter hard split, θ = 0.99 instead of 0.9 (Eq. 5b)",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
                        "warm-up, keeps 10 % of its target on the model's other matches instead of its partner alone",
 }
@@ -198,7 +228,10 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "fixed_complementary", "shut_complementary", "unfit_complementary",
                       "alpha_min_tenth", "unfit_split", "unfit_confident", "unfit_split_full",
                       "unfit_split_xcov", "unfit_full_strict", "no_fallback", "detached_warmup", "joint_heads",
-                      "converged_mixture", "oracle_split", "oracle_after_warmup", "oracle_complementary"})
+                      "converged_mixture", "oracle_split", "oracle_after_warmup", "oracle_complementary",
+                      "oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached", "oracle_dropped",
+                      "oracle_dropped_detached", "heads_detached", "split_heads_detached", "warmup_two", "warmup_one",
+                      "strict_split"})
 
 
 @dataclass(frozen=True)
@@ -540,5 +573,15 @@ PRESETS["standard-variants"] = replace(
         # At 80 % the 10-iteration mixture trusts about twice the clean share (§9.9): fitted to convergence.
         *(RunSpec("disncl", "image", rate, seed, ablation="converged_mixture") for rate in (0.8, 0.6, 0.4)
           for seed in (0, 1)),
+        # With the perfect detector NCR-style led DisNCL at 40 % (§9.9): which part of DisNCL's training of the
+        # trusted pairs costs (the exclusivity part, the KL terms, the heads' gradient into the towers, the flagged
+        # pairs' re-match); the heads' path, the one that moved, also at 20 % and with DisNCL's own detector.
+        *(RunSpec("disncl", "image", 0.4, seed, ablation=a) for a in ("oracle_no_exclusivity", "oracle_no_kl",
+          "oracle_heads_detached", "oracle_dropped", "oracle_dropped_detached") for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.2, seed, ablation="oracle_heads_detached") for seed in (0, 1)),
+        # At 20 % DisNCL's detection is the perfect detector's after the same warm-up (§9.9): what is left is the
+        # warm-up, so shorter ones; and a stricter split against the first splits' errors at 40 %.
+        *(RunSpec("disncl", "image", rate, seed, ablation=a) for rate in (0.2, 0.4) for seed in (0, 1)
+          for a in ("heads_detached", "split_heads_detached", "warmup_two", "warmup_one", "strict_split")),
     ),
 )

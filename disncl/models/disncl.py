@@ -119,10 +119,11 @@ class DisNCLModel(nn.Module):
             return False
         return x.dtype.kind == "f" if isinstance(x, np.ndarray) else x.is_floating_point()
 
-    def encode_image(self, pixel_values: Tensor, detach_heads: bool = False) -> Encoded:
+    def encode_image(self, pixel_values: Tensor, heads_grad: float = 1.0) -> Encoded:
         """Encode preprocessed images (see :meth:`preprocess`), or frozen towers' cached image features.
 
-        ``detach_heads``: the heads read ``sg(h)``, so no gradient reaches the tower through them (Eq. 2c)."""
+        ``heads_grad``: the share of the heads' gradient that reaches the tower (Eq. 2e); 0 feeds them ``sg(h)``, so
+        none does (Eq. 2c)."""
         if self._is_cached_features(pixel_values):
             feats = pixel_values
         elif self.towers is not None:
@@ -130,11 +131,11 @@ class DisNCLModel(nn.Module):
         else:
             feats = image_features(self.clip, pixel_values)
         h = F.normalize(feats, dim=-1)
-        return _encoded(h, self.image_head(h.detach() if detach_heads else h))
+        return _encoded(h, self.image_head(_scale_grad(h, heads_grad)))
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None, detach_heads: bool = False) -> Encoded:
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor | None, heads_grad: float = 1.0) -> Encoded:
         """Encode tokenised captions (see :func:`disncl.models.tokenizer.tokenize`), or frozen towers'
-        cached caption features (``attention_mask`` is then unused); ``detach_heads`` as in :meth:`encode_image`."""
+        cached caption features (``attention_mask`` is then unused); ``heads_grad`` as in :meth:`encode_image`."""
         if self._is_cached_features(input_ids):
             feats = input_ids
         elif self.towers is not None:
@@ -142,7 +143,7 @@ class DisNCLModel(nn.Module):
         else:
             feats = text_features(self.clip, input_ids, attention_mask)
         h = F.normalize(feats, dim=-1)
-        return _encoded(h, self.text_head(h.detach() if detach_heads else h))
+        return _encoded(h, self.text_head(_scale_grad(h, heads_grad)))
 
     def decode_image(self, z: Tensor, u: Tensor) -> Tensor:
         """Reconstruct the normalised image feature from MII ``z`` and MEI ``u``."""
@@ -151,6 +152,14 @@ class DisNCLModel(nn.Module):
     def decode_text(self, z: Tensor, u: Tensor) -> Tensor:
         """Reconstruct the normalised text feature from MII ``z`` and MEI ``u``."""
         return self.text_head.decode(z, u)
+
+
+def _scale_grad(h: Tensor, share: float) -> Tensor:
+    """``h`` in the forward pass; ``share`` times its gradient in the backward pass (Eq. 2e)."""
+    if share == 1.0:
+        return h
+    frozen = h.detach()
+    return frozen if share == 0.0 else frozen + share * (h - frozen)
 
 
 def _encoded(h: Tensor, out: HeadOutput) -> Encoded:

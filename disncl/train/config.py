@@ -58,6 +58,9 @@ class TrainConfig:
     # Eq. 2c for the whole run: the heads read sg(h) in every epoch, so the towers train on the full-space terms
     # alone. Set by Eq. 6j's fallback (shut_gate_heads), or by hand.
     heads_detached: bool = False
+    # Eq. 2e: where the path is joint, the share of the heads' gradient that reaches the towers (1: all of it,
+    # 0: none, as detached but without the per-group clipping or the reconstruction target's stop-gradient).
+    heads_grad_scale: float = 1.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -72,6 +75,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
             raise ValueError(f"method {self.method!r} is not one of {list(METHOD_NAMES)}")
+        if not 0.0 <= self.heads_grad_scale <= 1.0:
+            raise ValueError(f"train.heads_grad_scale must lie in [0, 1], got {self.heads_grad_scale}")
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,9 @@ def disncl_objective(
     read ``sg(h)`` (Eq. 2c)."""
     cfg = run_cfg.loss
     detached = heads_detached(run_cfg, use_split)
-    ev = model.encode_image(pixels, detach_heads=detached)
-    et = model.encode_text(input_ids, attention_mask, detach_heads=detached)
+    share = 0.0 if detached else run_cfg.train.heads_grad_scale
+    ev = model.encode_image(pixels, heads_grad=share)
+    et = model.encode_text(input_ids, attention_mask, heads_grad=share)
     # Eq. 2c: the reconstruction target is sg(h) too, so only the full-space alignment reaches the towers.
     h_v, h_t = (ev.h.detach(), et.h.detach()) if detached else (ev.h, et.h)
     z_v, u_v = reparameterize(ev.mu_z, ev.logvar_z), reparameterize(ev.mu_u, ev.logvar_u)
