@@ -107,6 +107,8 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "warmup_two": ("train.warmup_epochs=2",),
     "warmup_one": ("train.warmup_epochs=1",),
     "strict_split": ("loss.alpha_hard_threshold=0.99",),
+    "heads_half": ("train.heads_grad_scale=0.5",),
+    "heads_quarter": ("train.heads_grad_scale=0.25",),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -218,6 +220,8 @@ ABLATION_LABELS = {
     "warmup_two": "variant: 2 warm-up epochs instead of 3",
     "warmup_one": "variant: 1 warm-up epoch instead of 3",
     "strict_split": "variant: a stricter hard split, θ = 0.99 instead of 0.9 (Eq. 5b)",
+    "heads_half": "variant: half the heads' gradient reaches the towers (Eq. 2e, κ = 0.5)",
+    "heads_quarter": "variant: a quarter of the heads' gradient reaches the towers (Eq. 2e, κ = 0.25)",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
                        "warm-up, keeps 10 % of its target on the model's other matches instead of its partner alone",
 }
@@ -231,7 +235,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "converged_mixture", "oracle_split", "oracle_after_warmup", "oracle_complementary",
                       "oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached", "oracle_dropped",
                       "oracle_dropped_detached", "heads_detached", "split_heads_detached", "warmup_two", "warmup_one",
-                      "strict_split"})
+                      "strict_split", "heads_half", "heads_quarter"})
 
 
 @dataclass(frozen=True)
@@ -476,7 +480,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8 variants: 383 runs, about 11 h 10 min on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.10 variants: 427 runs, about 11 h 55 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth"),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth"),
@@ -578,10 +582,16 @@ PRESETS["standard-variants"] = replace(
         # pairs' re-match); the heads' path, the one that moved, also at 20 % and with DisNCL's own detector.
         *(RunSpec("disncl", "image", 0.4, seed, ablation=a) for a in ("oracle_no_exclusivity", "oracle_no_kl",
           "oracle_heads_detached", "oracle_dropped", "oracle_dropped_detached") for seed in (0, 1)),
+        *(RunSpec(m, "image", 0.4, seed, ablation=a) for seed in (2, 3)
+          for m, a in (("disncl", ORACLE), ("ncr", ORACLE), ("disncl", "oracle_heads_detached"))),
         *(RunSpec("disncl", "image", 0.2, seed, ablation="oracle_heads_detached") for seed in (0, 1)),
         # At 20 % DisNCL's detection is the perfect detector's after the same warm-up (§9.9): what is left is the
         # warm-up, so shorter ones; and a stricter split against the first splits' errors at 40 %.
         *(RunSpec("disncl", "image", rate, seed, ablation=a) for rate in (0.2, 0.4) for seed in (0, 1)
           for a in ("heads_detached", "split_heads_detached", "warmup_two", "warmup_one", "strict_split")),
+        # Between the two gradient paths: a share of the heads' gradient (Eq. 2e).
+        *(RunSpec("disncl", "image", 0.4, seed, ablation=a) for a in ("heads_half", "heads_quarter")
+          for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.2, seed, ablation="heads_half") for seed in (0, 1)),
     ),
 )
