@@ -14,7 +14,7 @@ from disncl.losses.infonce import infonce
 from disncl.models.checkpoint import build_model
 from disncl.models.disncl import TOWER_PREFIXES, DisNCLModel
 from disncl.models.tokenizer import tokenize
-from disncl.train.loop import clip_gradients
+from disncl.train.loop import clip_gradients, epoch_config
 from disncl.train.objective import batch_objective
 
 CAPTIONS = ["a red square on grass", "two blue circles", "a green triangle by a tree", "one yellow star"]
@@ -150,3 +150,14 @@ def test_detached_warmup_clips_towers_and_heads_apart() -> None:
 def test_warmup_heads_rejects_unknown_modes() -> None:
     with pytest.raises(ValueError, match="warmup_heads"):
         load_config(None, ["train.warmup_heads=frozen"])
+
+
+def test_heads_detached_from_detaches_the_heads_from_that_epoch_on() -> None:
+    # Eq. 2f: epochs are 1-based in the config, 0-based in the trainer; 0 never detaches.
+    cfg = load_config(None, ["train.heads_detached_from=3"])
+    assert [epoch_config(cfg, e).train.heads_detached for e in range(4)] == [False, False, True, True]
+    assert epoch_config(cfg, 2).train.heads_detached_from == 3
+    never = load_config(None, [])
+    assert all(epoch_config(never, e) is never for e in range(4))
+    with pytest.raises(ValueError, match="heads_detached_from"):
+        load_config(None, ["train.heads_detached_from=-1"])

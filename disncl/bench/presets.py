@@ -109,6 +109,8 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "strict_split": ("loss.alpha_hard_threshold=0.99",),
     "heads_half": ("train.heads_grad_scale=0.5",),
     "heads_quarter": ("train.heads_grad_scale=0.25",),
+    "late_detach": ("train.heads_detached_from=8",),
+    "detach_from_six": ("train.heads_detached_from=6",),
 }
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
@@ -222,6 +224,8 @@ ABLATION_LABELS = {
     "strict_split": "variant: a stricter hard split, θ = 0.99 instead of 0.9 (Eq. 5b)",
     "heads_half": "variant: half the heads' gradient reaches the towers (Eq. 2e, κ = 0.5)",
     "heads_quarter": "variant: a quarter of the heads' gradient reaches the towers (Eq. 2e, κ = 0.25)",
+    "late_detach": "variant: the heads on sg(h) in the last 3 epochs (from epoch 8, Eq. 2f)",
+    "detach_from_six": "variant: the heads on sg(h) from epoch 6 (Eq. 2f), 3 epochs after the split starts",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
                        "warm-up, keeps 10 % of its target on the model's other matches instead of its partner alone",
 }
@@ -235,7 +239,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "converged_mixture", "oracle_split", "oracle_after_warmup", "oracle_complementary",
                       "oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached", "oracle_dropped",
                       "oracle_dropped_detached", "heads_detached", "split_heads_detached", "warmup_two", "warmup_one",
-                      "strict_split", "heads_half", "heads_quarter"})
+                      "strict_split", "heads_half", "heads_quarter", "late_detach", "detach_from_six"})
 
 
 @dataclass(frozen=True)
@@ -593,5 +597,8 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.4, seed, ablation=a) for a in ("heads_half", "heads_quarter")
           for seed in (0, 1)),
         *(RunSpec("disncl", "image", 0.2, seed, ablation="heads_half") for seed in (0, 1)),
+        # The heads on sg(h) only once the trusted set has settled (Eq. 2f).
+        *(RunSpec("disncl", "image", rate, seed, ablation="late_detach") for rate in (0.2, 0.4) for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.4, seed, ablation="detach_from_six") for seed in (0, 1)),
     ),
 )

@@ -61,6 +61,9 @@ class TrainConfig:
     # Eq. 2e: where the path is joint, the share of the heads' gradient that reaches the towers (1: all of it,
     # 0: none, as detached but without the per-group clipping or the reconstruction target's stop-gradient).
     heads_grad_scale: float = 1.0
+    # Eq. 2f: from this (1-based) epoch on the heads read sg(h), as with heads_detached; 0: never. The late epochs,
+    # when the trusted set has settled, then fit it as NCR-style does (docs/method.md §9.10).
+    heads_detached_from: int = 0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -75,6 +78,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
             raise ValueError(f"method {self.method!r} is not one of {list(METHOD_NAMES)}")
+        if self.heads_detached_from < 0:
+            raise ValueError(f"train.heads_detached_from must be 0 (never) or an epoch >= 1, got "
+                             f"{self.heads_detached_from}")
         if not 0.0 <= self.heads_grad_scale <= 1.0:
             raise ValueError(f"train.heads_grad_scale must lie in [0, 1], got {self.heads_grad_scale}")
 

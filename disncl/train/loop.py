@@ -302,6 +302,15 @@ def shut_gate_config(cfg: RunConfig, state: TrainState) -> RunConfig:
     return replace(cfg, loss=replace(cfg.loss, flagged_loss="complementary"), train=train_cfg)
 
 
+def epoch_config(cfg: RunConfig, epoch: int) -> RunConfig:
+    """The configuration epoch ``epoch`` (0-based) trains on: with ``train.heads_detached_from`` at or before it,
+    the heads on sg(h) (Eq. 2f)."""
+    start = cfg.train.heads_detached_from
+    if start and epoch + 1 >= start and not cfg.train.heads_detached:
+        return replace(cfg, train=replace(cfg.train, heads_detached=True))
+    return cfg
+
+
 def initial_clean_prob(cfg: RunConfig, pairs: NoisyPairs) -> np.ndarray:
     """``w`` before the first scoring pass: ones, or with ``split.oracle`` the ground truth (which a split that
     starts at once, ``train.warmup_epochs = 0``, trains on; warm-up epochs train on ones whatever ``w`` is)."""
@@ -355,7 +364,7 @@ def split_start(cfg: RunConfig, epochs_done: int, loss_bimodality: float) -> int
 
 def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> dict[str, float]:
     """One pass over the training pairs; returns the mean of each loss term (one host transfer per epoch)."""
-    cfg, ctx, model, device = s.cfg, s.ctx, s.model, s.device
+    cfg, ctx, model, device = epoch_config(s.cfg, epoch), s.ctx, s.model, s.device
     weights = s.state.clean_prob if use_split else np.ones_like(s.state.clean_prob)
     terms_sum: dict[str, torch.Tensor] = {}
     model.train()
