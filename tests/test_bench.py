@@ -70,10 +70,10 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
                    "oracle_complementary", "oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached",
                    "oracle_dropped", "oracle_dropped_detached", "heads_detached", "split_heads_detached",
                    "warmup_two", "warmup_one", "strict_split", "heads_half", "heads_quarter", "late_detach",
-                   "detach_from_six"}
+                   "detach_from_six", "weighted_split"}
     # Those of them that change a loss term (§9.9-9.10); the rest change the trainer only.
     loss_changed = {"oracle_complementary", "oracle_no_exclusivity", "oracle_no_kl", "oracle_dropped",
-                    "oracle_dropped_detached", "strict_split"}
+                    "oracle_dropped_detached", "strict_split", "weighted_split"}
     since_hsic = {"unfit_complementary", "alpha_min_tenth"} | fallback_variants | on_defaults  # tried on HSIC
     assert {loss(a).mi_estimator for a in since_hsic} == {"hsic"}
     # Every variant tried before HSIC was adopted still runs on the penalty it was measured with, and every
