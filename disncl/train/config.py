@@ -53,7 +53,7 @@ class TrainConfig:
     # (docs/method.md §9.8: the MII branch slows the towers while most pairs are wrong).
     warmup_heads: Literal["joint", "detached"] = "joint"
     # Eq. 2d, the complement: "detached" feeds the heads sg(h) in every epoch that uses the split, after a joint
-    # warm-up (docs/method.md §9.8: with a perfect detector the MII branch's gradient costs the towers).
+    # warm-up (docs/method.md §9.10: with a perfect detector the MII branch's gradient costs the towers).
     split_heads: Literal["joint", "detached"] = "joint"
     # Eq. 2c for the whole run: the heads read sg(h) in every epoch, so the towers train on the full-space terms
     # alone. Set by Eq. 6j's fallback (shut_gate_heads), or by hand.
