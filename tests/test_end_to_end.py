@@ -29,6 +29,10 @@ def test_train_writes_checkpoints_scores_and_log(tiny_synth: Path, tmp_path: Pat
     assert [r["epoch"] for r in log] == [1, 2]
     assert log[0]["split_used"] is False
     assert log[1]["split_used"] is (method == "disncl")
+    assert log[0]["flagged_share"] is None
+    assert (log[1]["flagged_share"] is None) is (method != "disncl")
+    if method == "disncl":
+        assert 0.0 <= log[1]["flagged_share"] <= 1.0
     for r in log:
         assert sorted(r["val"]) == (["full", "mii"] if method == "disncl" else ["full"])
         for space in r["val"]:

@@ -114,6 +114,7 @@ def summarize_log(log_path: Path) -> dict[str, Any]:
                 "epoch": r["epoch"],
                 "val_rsum": {k: v["rsum"] for k, v in r["val"].items()},
                 "auroc": r.get("detection_gmm", {}).get("auroc"),
+                "flagged_share": r.get("flagged_share"),
             }
             for r in records
         ],

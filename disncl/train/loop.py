@@ -181,6 +181,8 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
     for epoch in range(s.state.epoch, end):
         t0 = time.perf_counter()
         use_split = split_active(cfg, epoch, s.state.split_from)
+        # What Eq. 3c reads: the share of pairs the split this epoch trains on flags (None before the split).
+        flagged = flagged_share(s.state.clean_prob, s.cfg) if use_split else None
         terms = train_one_epoch(s, epoch, use_split, progress)
         train_seconds = time.perf_counter() - t0
         table, prob, gate = score_and_split(s, epoch)
@@ -195,6 +197,7 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
                 "lr": s.scheduler.get_last_lr()[0],
                 "loss_terms": terms,
                 "split_used": use_split,
+                "flagged_share": flagged,
                 "val": retrieval_metrics(val_emb, s.val_data, cfg, s.val_keys),
             }
             # How bimodal this epoch's per-pair losses are (Eq. 10) and how well they are fit (Eq. 6h): what the
@@ -302,13 +305,21 @@ def shut_gate_config(cfg: RunConfig, state: TrainState) -> RunConfig:
     return replace(cfg, loss=replace(cfg.loss, flagged_loss="complementary"), train=train_cfg)
 
 
-def epoch_config(cfg: RunConfig, epoch: int) -> RunConfig:
+def epoch_config(cfg: RunConfig, epoch: int, flagged: float | None = None) -> RunConfig:
     """The configuration epoch ``epoch`` (0-based) trains on: with ``train.heads_detached_from`` at or before it,
-    the heads on sg(h) (Eq. 2f)."""
+    the heads on sg(h) (Eq. 2f); with the split on and flagging the share ``flagged`` of the training pairs
+    below ``loss.weight_by_clean_prob_below``, the alignment weighted by w (Eq. 3c)."""
     start = cfg.train.heads_detached_from
     if start and epoch + 1 >= start and not cfg.train.heads_detached:
-        return replace(cfg, train=replace(cfg.train, heads_detached=True))
+        cfg = replace(cfg, train=replace(cfg.train, heads_detached=True))
+    if flagged is not None and flagged < cfg.loss.weight_by_clean_prob_below and not cfg.loss.weight_by_clean_prob:
+        cfg = replace(cfg, loss=replace(cfg.loss, weight_by_clean_prob=True))
     return cfg
+
+
+def flagged_share(clean_prob: np.ndarray, cfg: RunConfig) -> float:
+    """The share of training pairs the split flags: w <= θ (Eq. 5b's flag), or w <= 0.5 with a soft split."""
+    return float(np.mean(clean_prob <= (cfg.loss.alpha_hard_threshold or 0.5)))
 
 
 def initial_clean_prob(cfg: RunConfig, pairs: NoisyPairs) -> np.ndarray:
@@ -364,8 +375,9 @@ def split_start(cfg: RunConfig, epochs_done: int, loss_bimodality: float) -> int
 
 def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> dict[str, float]:
     """One pass over the training pairs; returns the mean of each loss term (one host transfer per epoch)."""
-    cfg, ctx, model, device = epoch_config(s.cfg, epoch), s.ctx, s.model, s.device
     weights = s.state.clean_prob if use_split else np.ones_like(s.state.clean_prob)
+    flagged = flagged_share(weights, s.cfg) if use_split else None
+    cfg, ctx, model, device = epoch_config(s.cfg, epoch, flagged), s.ctx, s.model, s.device
     terms_sum: dict[str, torch.Tensor] = {}
     model.train()
     # The same global order on every rank (seeded by epoch); each rank trains on its slice of a batch.
