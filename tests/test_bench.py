@@ -70,10 +70,19 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
                    "oracle_complementary", "oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached",
                    "oracle_dropped", "oracle_dropped_detached", "heads_detached", "split_heads_detached",
                    "warmup_two", "warmup_one", "strict_split", "heads_half", "heads_quarter", "late_detach",
-                   "detach_from_six", "weighted_split"}
+                   "detach_from_six", "weighted_split", "rematch_flagged", "oracle_rematch"}
     # Those of them that change a loss term (§9.9-9.10); the rest change the trainer only.
     loss_changed = {"oracle_complementary", "oracle_no_exclusivity", "oracle_no_kl", "oracle_dropped",
                     "oracle_dropped_detached", "strict_split", "weighted_split"}
+    # Eq. 3c is the default (§9.11); every variant measured before it keeps the re-match of its time, the two
+    # perfect-detector references of the standard preset run on today's defaults.
+    on_todays = {"oracle_split", "oracle_after_warmup"}
+    assert loss("").weight_by_clean_prob_below == 0.5
+    for ablation in VARIANTS - on_todays:
+        assert loss(ablation).weight_by_clean_prob_below == 0.0, ablation
+    for ablation in on_todays:
+        assert loss(ablation) == loss(""), ablation
+    assert replace(loss("rematch_flagged"), weight_by_clean_prob_below=0.5) == loss("")
     since_hsic = {"unfit_complementary", "alpha_min_tenth"} | fallback_variants | on_defaults  # tried on HSIC
     assert {loss(a).mi_estimator for a in since_hsic} == {"hsic"}
     # Every variant tried before HSIC was adopted still runs on the penalty it was measured with, and every
@@ -92,10 +101,10 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     fallback_kept |= fallback_variants - {"no_fallback"}
     for ablation in VARIANTS - fallback_kept - on_defaults:
         assert config(ablation).train.shut_gate == "no_split", ablation
-    for ablation in on_defaults - loss_changed:
-        assert config(ablation).loss == loss(""), ablation
+    for ablation in on_defaults - loss_changed - on_todays:
+        assert config(ablation).loss == loss("rematch_flagged"), ablation
     for ablation in loss_changed:
-        assert config(ablation).loss != loss(""), ablation
+        assert config(ablation).loss != loss("rematch_flagged"), ablation
     assert replace(config("detached_warmup").train, warmup_heads="joint", shut_gate_heads="detached") == train
     # Eq. 6j is the default; every variant that can start the fallback keeps the joint path it was measured with.
     assert train.shut_gate_heads == "detached" and config("joint_heads").train.shut_gate_heads == "joint"
@@ -106,19 +115,24 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
         assert config(ablation).train.shut_gate_space == "selection", ablation
     assert config("shut_complementary").train.shut_gate_unfit == 0.0
     assert variant_base("disncl", "loss_split") == "xcov_mi" and variant_base("ncr", "loss_split") == ""
-    assert variant_base("disncl", "xcov_mi") == "alpha_min_tenth" and variant_base("disncl", "alpha_min_tenth") == ""
+    assert variant_base("disncl", "xcov_mi") == "alpha_min_tenth"
+    assert variant_base("disncl", "alpha_min_tenth") == variant_base("disncl", "weighted_split") == "rematch_flagged"
+    assert variant_base("disncl", "oracle_dropped") == "oracle_rematch"
+    assert variant_base("disncl", "rematch_flagged") == variant_base("disncl", "v1_default") == ""
     assert variant_base("ncr", "xcov_mi") == variant_base("ncr", "unfit_complementary") == ""
     assert variant_base("disncl", "fixed_warmup") == variant_base("ncr", "fixed_warmup") == "loss_split"
     assert variant_base("disncl", "unfit_split") == "no_fallback"
     # Where the defaults' fallback starts (a cell with a no_fallback run), a variant measured without it
     # compares with no_fallback; elsewhere the two are the same run, and it compares with the defaults.
     assert reference_at("disncl", "alpha_min_tenth", True) == "no_fallback"
-    assert reference_at("disncl", "alpha_min_tenth", False) == ""
-    assert reference_at("disncl", "no_fallback", True) == ""
+    assert reference_at("disncl", "alpha_min_tenth", False) == "rematch_flagged"
+    assert reference_at("disncl", "no_fallback", True) == "rematch_flagged"
+    assert reference_at("disncl", "converged_mixture", True) == "rematch_flagged"
     assert reference_at("disncl", "xcov_mi", True) == "alpha_min_tenth"
     # And one measured with the fallback's joint gradient path compares there with joint_heads.
     assert reference_at("disncl", "detached_warmup", True) == "joint_heads"
-    assert reference_at("disncl", "detached_warmup", False) == reference_at("disncl", "joint_heads", True) == ""
+    assert reference_at("disncl", "detached_warmup", False) == reference_at("disncl", "joint_heads", True)
+    assert reference_at("disncl", "joint_heads", True) == "rematch_flagged"
     references = {variant_base(s.method, s.ablation) for s in preset.runs() if s.ablation in VARIANTS}
     assert {s.ablation for s in preset.runs()} >= references
 
@@ -308,7 +322,7 @@ def test_standard_preset_runs_the_focus_cell_first_and_on_a_second_draw():
         *(("image", r) for r in (0.0, 0.2, 0.4, 0.6, 0.8)), ("caption", 0.4)}
     assert {s.confound for s in runs} == {0.0, 0.5, 0.7, 0.9}
     assert {s.method for s in runs if s.confound} == {"disncl"}  # MII vs full: one DisNCL run, two spaces
-    assert {s.ablation for s, g in runs.items() if g == ["variant"]} == {"v1_default"}
+    assert {s.ablation for s, g in runs.items() if g == ["variant"]} == {"v1_default", "rematch_flagged"}
     # --data-seed moves both draws.
     moved = preset.with_data_seed(7)
     assert moved.draws == (7, 8) and {s.data_seed for s in moved.runs()} == {7, 8}

@@ -27,6 +27,11 @@ ORACLE = "oracle_split"
 ORACLE_AFTER_WARMUP = "oracle_after_warmup"
 _ORACLE = ("split.oracle=true", "train.warmup_epochs=0")
 _OWN_SPACE = "train.shut_gate_space=selection"
+# The flagged pairs re-matched whatever share the split flags (no Eq. 3c), the defaults until §9.11, kept by
+# every variant measured on them; the old defaults as a variant, and the perfect detector on them.
+_REMATCH = "loss.weight_by_clean_prob_below=0"
+REMATCH = "rematch_flagged"
+ORACLE_REMATCH = "oracle_rematch"
 # The fallback with the joint gradient path (Eq. 6j off), the defaults until §9.8's last part, kept by every
 # variant that can start the fallback and was measured so.
 _JOINT_HEADS = "train.shut_gate_heads=joint"
@@ -113,6 +118,12 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "detach_from_six": ("train.heads_detached_from=6",),
     "weighted_split": ("loss.weight_by_clean_prob=true",),
 }
+# The ablations (one term off) and the perfect-detector references run on today's defaults; every other entry
+# above was measured before Eq. 3c (§9.11) and keeps the re-match of its time.
+_ON_TODAYS_DEFAULTS = frozenset({"no_soft_targets", "no_kl", "no_mi", "no_recon", "full_similarity", ORACLE,
+                                 ORACLE_AFTER_WARMUP})
+ABLATIONS |= {name: (*kept, _REMATCH) for name, kept in ABLATIONS.items() if name not in _ON_TODAYS_DEFAULTS}
+ABLATIONS |= {REMATCH: (_REMATCH,), ORACLE_REMATCH: (*_ORACLE, _REMATCH)}
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
 VARIANT_BASE: dict[str, str] = {
     **{name: "loss_split" for name in ("club_mi", "soft_rematch", "split_at_half", "batch_gate", "complementary",
@@ -123,13 +134,18 @@ VARIANT_BASE: dict[str, str] = {
     **{name: "alpha_min_tenth" for name in ("xcov_mi", "unfit_complementary")},
     **{name: "no_fallback" for name in ("unfit_split", "unfit_confident", "unfit_split_full", "unfit_split_xcov",
                                         "unfit_full_strict")},
-    **{name: ORACLE for name in ("oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached", "oracle_dropped",
-                                 "oracle_dropped_detached")},
+    **{name: ORACLE_REMATCH for name in ("oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached",
+                                         "oracle_dropped", "oracle_dropped_detached")},
 }
+# A variant measured on the defaults before §9.11 compares with them (REMATCH); the historical references
+# (v1_default and its EMA variant) with today's.
+VARIANT_BASE |= {name: REMATCH for name in ABLATIONS
+                 if name not in VARIANT_BASE and name not in _ON_TODAYS_DEFAULTS
+                 and name not in ("v1_default", "v1_ema_split", REMATCH, ORACLE_REMATCH)}
 
 
 # References that change a DisNCL-only term (its MI penalty, its Eq. 5 α_min): baselines have no such run.
-_DISNCL_ONLY_BASES = frozenset({"xcov_mi", "alpha_min_tenth"})
+_DISNCL_ONLY_BASES = frozenset({"xcov_mi", "alpha_min_tenth", REMATCH})
 
 
 def variant_base(method: str, ablation: str) -> str:
@@ -140,17 +156,17 @@ def variant_base(method: str, ablation: str) -> str:
 
 
 def reference_at(method: str, ablation: str, cell_has_no_fallback: bool) -> str:
-    """:func:`variant_base` at one cell: a variant whose reference is today's defaults but which was measured
-    with the shut gate's "never" (or with the fallback's joint gradient path) compares, at a cell where the
-    defaults' fallback starts (the cells that hold a ``no_fallback`` run: 80 %), with ``no_fallback`` (or
-    ``joint_heads``): the defaults it did replace a term of there."""
+    """:func:`variant_base` at one cell: a variant whose reference is the defaults (today's, or those before
+    §9.11) but which was measured with the shut gate's "never" (or with the fallback's joint gradient path)
+    compares, at a cell where the defaults' fallback starts (the cells that hold a ``no_fallback`` run: 80 %),
+    with ``no_fallback`` (or ``joint_heads``): the defaults it did replace a term of there."""
     base = variant_base(method, ablation)
-    if base or not cell_has_no_fallback:
+    if base not in ("", REMATCH) or not cell_has_no_fallback:
         return base
     kept = ABLATIONS.get(ablation, ())
     if ablation != "no_fallback" and NO_FALLBACK in kept:
         return "no_fallback"
-    return "joint_heads" if ablation != "joint_heads" and _JOINT_HEADS in kept else ""
+    return "joint_heads" if ablation != "joint_heads" and _JOINT_HEADS in kept else base
 
 
 ABLATION_LABELS = {
@@ -231,6 +247,10 @@ ABLATION_LABELS = {
                       "pairs are mostly dropped, as NCR-style drops them, instead of re-matched",
     "alpha_min_tenth": "variant: α_min = 0.1 (Eq. 5; the defaults until §9.8): a trusted pair, and every pair during "
                        "warm-up, keeps 10 % of its target on the model's other matches instead of its partner alone",
+    REMATCH: "variant: the flagged pairs re-matched whatever share the split flags (the defaults until §9.11) instead "
+             "of weighting the alignment by the clean probability while they are a minority (Eq. 3c)",
+    ORACLE_REMATCH: "reference: the perfect detector from the first epoch, the flagged pairs re-matched (the defaults "
+                    "until §9.11)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
@@ -243,7 +263,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached", "oracle_dropped",
                       "oracle_dropped_detached", "heads_detached", "split_heads_detached", "warmup_two", "warmup_one",
                       "strict_split", "heads_half", "heads_quarter", "late_detach", "detach_from_six",
-                      "weighted_split"})
+                      "weighted_split", REMATCH, ORACLE_REMATCH})
 
 
 @dataclass(frozen=True)
@@ -451,7 +471,8 @@ PRESETS: dict[str, Preset] = {
         seeds=(0, 1),
         focus_seeds=(0, 1, 2, 3, 4),
         ablation_seeds=(0, 1),
-        variants=("v1_default",),
+        # The pre-§9.4 defaults, and the defaults before §9.11 (the flagged pairs always re-matched).
+        variants=("v1_default", REMATCH),
         confounds=(0.0, 0.5, 0.7, 0.9),
         # MII against full features is one DisNCL run read two ways; the baselines have one space.
         confound_methods=("disncl",),
@@ -490,8 +511,8 @@ PRESETS["standard-variants"] = replace(
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
                  "§9.8-9.10 variants: 462 runs, about 12 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
-              "loss_split", "xcov_mi", "alpha_min_tenth"),
-    confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth"),
+              "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
+    confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     extra_runs=(
         *PRESETS["standard"].extra_runs,
         # The warm-up each method does not use by default (the gated one, Eq. 6f, for the baselines; the fixed
@@ -617,5 +638,15 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.2, seed, ablation="weighted_split") for seed in (0, 1, 2, 3)),
         *(RunSpec("disncl", "image", 0.4, seed, ablation="weighted_split") for seed in (0, 1, 2, 3)),
         *(RunSpec("disncl", "image", 0.6, seed, ablation="weighted_split") for seed in (0, 1)),
+        # §9.11: the defaults before Eq. 3c at every cell and seed they ran (the reference of every variant
+        # measured on them), and the perfect detector on them where its flagged pairs are a minority.
+        *(RunSpec("disncl", "image", rate, seed, ablation=REMATCH, data_seed=draw)
+          for rate, draw, seeds in ((0.0, 0, (0, 1)), (0.0, 1, (0, 1)), (0.2, 0, range(5)), (0.2, 1, (0, 1)),
+                                    (0.6, 0, (0, 1)), (0.8, 0, range(5)), (0.8, 1, (0, 1)))
+          for seed in seeds),
+        *(RunSpec("disncl", "caption", 0.4, seed, ablation=REMATCH) for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.4, seed, confound=rho, ablation=REMATCH, data_seed=draw)
+          for rho in (0.5, 0.7, 0.9) for draw, seed in ((0, 0), (0, 1), (1, 0))),
+        *(RunSpec("disncl", "image", rate, seed, ablation=ORACLE_REMATCH) for rate in (0.2, 0.4) for seed in range(4)),
     ),
 )
