@@ -24,7 +24,9 @@ def test_weighting_is_on_only_while_the_split_flags_a_minority() -> None:
     assert not epoch_config(cfg, 0, None).loss.weight_by_clean_prob
     # The rest of the configuration is the run's own.
     assert epoch_config(cfg, 3, 0.3).loss.weight_by_clean_prob_below == 0.5
-    off = load_config(None, [])
+    off = load_config(None, ["loss.weight_by_clean_prob_below=0"])
     assert epoch_config(off, 3, 0.0) is off
+    # The default (§9.11): a majority.
+    assert load_config(None, []).loss.weight_by_clean_prob_below == 0.5
     always = load_config(None, ["loss.weight_by_clean_prob=true", "loss.weight_by_clean_prob_below=0.5"])
     assert epoch_config(always, 3, 0.7).loss.weight_by_clean_prob

@@ -456,10 +456,11 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("127 runs, about 2 h on a 2-core CPU (two runs at a time, one thread each, 1.9 min a run; "
-                     "5 h 10 min on the slower machine of docs/method.md §9.7): "
-                     "the focus cells of both data draws first (50 runs: every method at 5 seeds and the "
-                     "pre-§9.4 defaults `v1_default`, on each draw), then the confound sweep, the grid and the "
+        description=("137 runs, about 2 h 10 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
+                     "run; 5 h 35 min on the slower machine of docs/method.md §9.7): "
+                     "the focus cells of both data draws first (60 runs: every method at 5 seeds, the pre-§9.4 "
+                     "defaults `v1_default` and the pre-§9.11 ones `rematch_flagged`, on each draw), then the "
+                     "confound sweep, the grid and the "
                      "ablations (53 runs), then the perfect-detector references (24 runs); a ResNet image tower that "
                      "learns shape"),
         data=DataSpec(n_train=2500, n_val=300, n_test=1000, image_size=64, train_captions=2),
@@ -509,7 +510,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.10 variants: 462 runs, about 12 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.11 variants: 511 runs, about 13 h 50 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
