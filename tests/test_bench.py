@@ -279,6 +279,38 @@ def test_a_verdict_needs_the_same_sign_on_both_data_draws():
     assert "Pending at 40% per-image noise, DisNCL (MII) vs NCR-style" in partial and "**Verdict**" not in partial
 
 
+def test_the_confound_pairs_give_mii_minus_full_per_run_on_each_draw():
+    from dataclasses import replace
+
+    from disncl.bench.report import Report
+
+    preset = replace(PRESETS["standard"], methods=("disncl",), confounds=(0.0, 0.5), ablations=(), variants=())
+
+    def at(rho: float, r: dict) -> dict:
+        r["spec"]["confound"] = rho
+        return r
+
+    results = [
+        at(0.5, _result("disncl", 0, 300.0, data_seed=0, full=290.0)),
+        at(0.5, _result("disncl", 1, 310.0, data_seed=0, full=298.0)),
+        at(0.5, _result("disncl", 0, 280.0, data_seed=1, full=285.0)),
+        at(0.0, _result("disncl", 0, 350.0, data_seed=0, full=350.0)),
+    ]
+    table = Report(preset, results).confound_pairs_table()
+    assert "| ρ = 0.5 | +10.0, +12.0 | +11.0 ± 1.4 | leads | -5.0 | -5.0 | one seed |" in table
+    assert "| ρ = 0 | +0.0 | +0.0 | one seed | — | — | — |" in table
+    # A verdict at a ρ needs every focus seed on both draws; with them, the same sign on both is one.
+    assert not any("confound ρ" in v for v in Report(preset, results).verdicts())
+    short = replace(preset, focus_seeds=(0, 1))
+    results.append(at(0.5, _result("disncl", 1, 281.0, data_seed=1, full=290.0)))
+    assert any(v.startswith("No verdict at 40% per-image noise and confound ρ = 0.5") for v in
+               Report(short, results).verdicts())
+    results[2] = at(0.5, _result("disncl", 0, 300.0, data_seed=1, full=285.0))
+    results[-1] = at(0.5, _result("disncl", 1, 299.0, data_seed=1, full=290.0))
+    assert any(v.startswith("**Verdict** at 40% per-image noise and confound ρ = 0.5, DisNCL: MII vs full features: "
+                            "ahead on every seed of both data draws") for v in Report(short, results).verdicts())
+
+
 def test_the_perfect_detector_table_gives_each_run_against_its_own_clean_rsum():
     from dataclasses import replace
 
@@ -326,7 +358,9 @@ def test_standard_preset_runs_the_focus_cell_first_and_on_a_second_draw():
     # --data-seed moves both draws.
     moved = preset.with_data_seed(7)
     assert moved.draws == (7, 8) and {s.data_seed for s in moved.runs()} == {7, 8}
-    assert {(d.seed, d.confound) for d in moved.data_specs()} == {(7, 0.0), (7, 0.5), (7, 0.7), (7, 0.9), (8, 0.0)}
+    # Draw 2 has ρ = 0.5 too: MII against full there is checked on both draws.
+    assert {(d.seed, d.confound) for d in moved.data_specs()} == {(7, 0.0), (7, 0.5), (7, 0.7), (7, 0.9), (8, 0.0),
+                                                                   (8, 0.5)}
     # Every (draw, confound) some run trains on has its dataset: the variants' confound sweep on draw 2 too.
     variants = PRESETS["standard-variants"]
     needed = {(s.data_seed, s.confound) for s in variants.runs()}

@@ -456,13 +456,13 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("137 runs, about 2 h 10 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
-                     "run; 5 h 35 min on the slower machine of docs/method.md §9.7): "
+        description=("146 runs, about 2 h 20 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
+                     "run; 5 h 55 min on the slower machine of docs/method.md §9.7): "
                      "the focus cells of both data draws first (60 runs: every method at 5 seeds, the pre-§9.4 "
                      "defaults `v1_default` and the pre-§9.11 ones `rematch_flagged`, on each draw), then the "
                      "confound sweep, the grid and the "
-                     "ablations (53 runs), then the perfect-detector references (24 runs); a ResNet image tower that "
-                     "learns shape"),
+                     "ablations (53 runs), then the perfect-detector references (24 runs) and ρ = 0.5 at every focus "
+                     "seed of both draws (9 runs); a ResNet image tower that learns shape"),
         data=DataSpec(n_train=2500, n_val=300, n_test=1000, image_size=64, train_captions=2),
         base=(*_CONV_MODEL, "train.epochs=10", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=50", "train.device=cpu"),
@@ -485,6 +485,10 @@ PRESETS: dict[str, Preset] = {
               for m in ("disncl", "ncr") for seed in (0, 1)),
             *(RunSpec("disncl", "image", rate, seed, ablation=ORACLE_AFTER_WARMUP) for rate in (0.6, 0.8, 0.4, 0.2)
               for seed in (0, 1)),
+            # MII against full where the sweep's seed 0 put MII ahead (ρ = 0.5): every focus seed of both draws, so
+            # that it can be a verdict (§9.11).
+            *(RunSpec("disncl", "image", 0.4, seed, confound=0.5, data_seed=draw) for draw in (0, 1)
+              for seed in range(5) if seed or draw),
         ),
         second_draw=True,
     ),
@@ -510,7 +514,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.11 variants: 519 runs, about 14 h on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.11 variants: 526 runs, about 14 h 10 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
