@@ -105,6 +105,20 @@ def _select(results: list[Result], **spec: Any) -> list[Result]:
     return [r for r in results if all(r["spec"].get(k, _SPEC_DEFAULTS.get(k)) == v for k, v in spec.items())]
 
 
+def _seen(kinds: list[str], per_draw: list[list[float]]) -> str:
+    """What each draw's paired differences say: ``draw k: <kind> (<mean ± sd>, <n> seeds)``."""
+    return "; ".join(f"draw {k + 1}: {kind} ({signed(d)}, {len(d)} seeds)"
+                     for k, (kind, d) in enumerate(zip(kinds, per_draw, strict=True)) if d)
+
+
+def _both_draws(where: str, kinds: list[str], seen: str) -> str:
+    """A verdict line when every seed of every draw has one sign, else a "no verdict" line."""
+    if kinds[0] in ("leads", "trails") and len(set(kinds)) == 1:
+        word = "ahead" if kinds[0] == "leads" else "behind"
+        return f"**Verdict** {where}: {word} on every seed of both data draws ({seen})."
+    return f"No verdict {where}: {seen}."
+
+
 def classify(diffs: list[float]) -> str:
     """``leads`` / ``trails`` when every paired difference has that sign, else ``mixed``."""
     if diffs and all(d > 0 for d in diffs):
@@ -454,8 +468,7 @@ class Report:
             if len(per_draw[0]) < 2:
                 continue
             kinds = [classify(d) for d in per_draw]
-            seen = "; ".join(f"draw {k + 1}: {kind} ({signed(d)}, {len(d)} seeds)"
-                             for k, (kind, d) in enumerate(zip(kinds, per_draw, strict=True)) if d)
+            seen = _seen(kinds, per_draw)
             if len(draws) == 1:
                 word = {"leads": "ahead on every seed", "trails": "behind on every seed",
                         "mixed": "sign changes with the seed"}[kinds[0]]
@@ -467,12 +480,8 @@ class Report:
             elif any(len(d) < len(self.preset.focus_seeds) for d in per_draw):
                 out.append(f"Pending at {f:.0%} per-image noise, {label}: {seen} (a verdict needs all "
                            f"{len(self.preset.focus_seeds)} seeds on both draws).")
-            elif kinds[0] in ("leads", "trails") and len(set(kinds)) == 1:
-                word = "ahead" if kinds[0] == "leads" else "behind"
-                out.append(f"**Verdict** at {f:.0%} per-image noise, {label}: {word} on every seed of both data "
-                           f"draws ({seen}).")
             else:
-                out.append(f"No verdict at {f:.0%} per-image noise, {label}: {seen}.")
+                out.append(_both_draws(f"at {f:.0%} per-image noise, {label}", kinds, seen))
         # Where the confound sweep has every focus seed on both draws: MII against full at that ρ (ρ = 0 is the
         # focus cell's comparison above).
         for rho in self.preset.confounds:
@@ -480,14 +489,8 @@ class Report:
             if not rho or len(draws) < 2 or any(len(d) < len(self.preset.focus_seeds) for d in per_draw):
                 continue
             kinds = [classify(d) for d in per_draw]
-            seen = "; ".join(f"draw {k + 1}: {kind} ({signed(d)}, {len(d)} seeds)"
-                             for k, (kind, d) in enumerate(zip(kinds, per_draw, strict=True)))
-            where = f"at {f:.0%} per-image noise and confound ρ = {rho:g}, DisNCL: MII vs full features"
-            if kinds[0] in ("leads", "trails") and len(set(kinds)) == 1:
-                word = "ahead" if kinds[0] == "leads" else "behind"
-                out.append(f"**Verdict** {where}: {word} on every seed of both data draws ({seen}).")
-            else:
-                out.append(f"No verdict {where}: {seen}.")
+            out.append(_both_draws(f"at {f:.0%} per-image noise and confound ρ = {rho:g}, DisNCL: MII vs full "
+                                   "features", kinds, _seen(kinds, per_draw)))
         for rate in self.preset.noise_rates:
             cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
             if all(v == v for v in cells.values()):

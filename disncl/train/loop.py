@@ -183,7 +183,7 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
         use_split = split_active(cfg, epoch, s.state.split_from)
         # What Eq. 3c reads: the share of pairs the split this epoch trains on flags (None before the split).
         flagged = flagged_share(s.state.clean_prob, s.cfg) if use_split else None
-        terms = train_one_epoch(s, epoch, use_split, progress)
+        terms = train_one_epoch(s, epoch, use_split, flagged, progress)
         train_seconds = time.perf_counter() - t0
         table, prob, gate = score_and_split(s, epoch)
         val_emb = encode_sharded(s.model, s.val_data, cfg, s.device, ctx)
@@ -373,11 +373,13 @@ def split_start(cfg: RunConfig, epochs_done: int, loss_bimodality: float) -> int
     return epochs_done if loss_bimodality > cfg.split.bimodality else NO_SPLIT
 
 
-def train_one_epoch(s: Session, epoch: int, use_split: bool, progress: bool) -> dict[str, float]:
-    """One pass over the training pairs; returns the mean of each loss term (one host transfer per epoch)."""
-    weights = s.state.clean_prob if use_split else np.ones_like(s.state.clean_prob)
-    flagged = flagged_share(weights, s.cfg) if use_split else None
+def train_one_epoch(
+    s: Session, epoch: int, use_split: bool, flagged: float | None, progress: bool
+) -> dict[str, float]:
+    """One pass over the training pairs (``flagged``: the share of them the split flags, :func:`flagged_share`,
+    None before the split); returns the mean of each loss term (one host transfer per epoch)."""
     cfg, ctx, model, device = epoch_config(s.cfg, epoch, flagged), s.ctx, s.model, s.device
+    weights = s.state.clean_prob if use_split else np.ones_like(s.state.clean_prob)
     terms_sum: dict[str, torch.Tensor] = {}
     model.train()
     # The same global order on every rank (seeded by epoch); each rank trains on its slice of a batch.
