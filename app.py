@@ -691,7 +691,8 @@ def _review_section(
     """Flagged pairs with suggested re-matches, decided one by one, exported as a corrected captions file."""
     with gr.Accordion("Review queue: flagged pairs with a suggested re-match", open=False):
         gr.Markdown(
-            "Click a row, then accept the suggested caption for its image, keep the pair as it is, or drop it. "
+            f"The {logic.REVIEW_QUEUE_ROWS} flagged pairs least likely clean, first to last. Click a row (or type "
+            "a pair number), then accept the suggested caption for its image, keep the pair as it is, or drop it. "
             "Flagged pairs left undecided are dropped on export.", elem_classes="hint",
         )
         queue = gr.Dataframe(headers=logic.REVIEW_HEADERS, datatype=["number", "markdown", "str", "number", "str",
@@ -740,10 +741,10 @@ def _review_handlers(services: logic.Services) -> tuple[Callable[..., Any], ...]
             n: flag exactly the n least likely pairs instead (the count rule set by /flag_threshold; empty:
                 the threshold decides).
         Returns:
-            the queue as a table (at most 100 rows).
+            the queue as a table (at most REVIEW_QUEUE_ROWS = 100 rows).
         """
         with shown_to_user():
-            rows = logic.review_rows(services, t, decided, 100, thumbnail_markdown, count=n)
+            rows = logic.review_rows(services, t, decided, logic.REVIEW_QUEUE_ROWS, thumbnail_markdown, count=n)
         return _table(logic.REVIEW_HEADERS, rows), [row[0] for row in rows]
 
     def review_decide(decided: dict[str, str] | None, p: float | None, d: str) -> dict[str, str]:

@@ -41,7 +41,7 @@ from disncl.app.limits import (
 from disncl.app.model_card import (
     model_card,
 )
-from disncl.app.review import DECISIONS, REVIEW_HEADERS, decide, export_review, review_rows
+from disncl.app.review import DECISIONS, REVIEW_HEADERS, REVIEW_QUEUE_ROWS, decide, export_review, review_rows
 from disncl.app.search import (
     CAPTION_HIT_HEADERS,
     CAPTION_HIT_WIDTHS,
@@ -67,6 +67,7 @@ from disncl.app.services import (
 __all__ = [
     "DECISIONS",
     "REVIEW_HEADERS",
+    "REVIEW_QUEUE_ROWS",
     "decide",
     "export_review",
     "review_rows",

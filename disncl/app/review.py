@@ -38,6 +38,9 @@ from disncl.io import atomic_write
 DECISIONS = ("accept", "keep", "drop")
 REVIEW_HEADERS = ["pair", "image", "caption", "clean prob", "suggested caption (best for this image)",
                   "suggested image (best for this caption)", "decision"]
+# Rows the app's queue shows: the least likely clean flagged pairs; a reviewer works from the top, and a
+# queue of every flagged pair of a large set would not render. The rest are decided by pair number.
+REVIEW_QUEUE_ROWS = 100
 
 
 def check_decisions(decisions: dict[str, str] | None) -> dict[int, str]:
@@ -82,7 +85,7 @@ def review_rows(
     services: Services,
     threshold: float,
     decisions: dict[str, str] | None = None,
-    limit: float = 100,
+    limit: float = REVIEW_QUEUE_ROWS,
     thumbnail: Callable[[Path | None], str] = lambda p: "" if p is None else str(p),
     count: float | None = None,
 ) -> list[list[Any]]:
