@@ -64,6 +64,10 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
 
     assert loss("").mi_estimator == "hsic"  # §9.8
     assert loss("xcov_mi").mi_estimator == "xcov"
+    # §9.12's bottleneck variants run on today's defaults with one setting changed (checked below); the
+    # older variants keep the settings of their time.
+    bottleneck = {"beta_tenfold": 0.01, "beta_thirtyfold": 0.03, "beta_hundredfold": 0.1, "beta_thousandfold": 1.0}
+    older = VARIANTS - set(bottleneck) - {"mii_half"}
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
     on_defaults = {"detached_warmup", "joint_heads", "converged_mixture", "oracle_split", "oracle_after_warmup",
@@ -78,20 +82,25 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     # perfect-detector references of the standard preset run on today's defaults.
     on_todays = {"oracle_split", "oracle_after_warmup"}
     assert loss("").weight_by_clean_prob_below == 0.5
-    for ablation in VARIANTS - on_todays:
+    for ablation in older - on_todays:
         assert loss(ablation).weight_by_clean_prob_below == 0.0, ablation
     for ablation in on_todays:
         assert loss(ablation) == loss(""), ablation
+    for ablation, beta in bottleneck.items():
+        assert loss(ablation) == replace(loss(""), beta=beta), ablation
+        assert variant_base("disncl", ablation) == ""
+    assert config("mii_half").model == replace(config("").model, mii_dim=16)
+    assert loss("mii_half") == loss("")
     assert replace(loss("rematch_flagged"), weight_by_clean_prob_below=0.5) == loss("")
     since_hsic = {"unfit_complementary", "alpha_min_tenth"} | fallback_variants | on_defaults  # tried on HSIC
     assert {loss(a).mi_estimator for a in since_hsic} == {"hsic"}
     # Every variant tried before HSIC was adopted still runs on the penalty it was measured with, and every
     # variant before α_min = 0 on the α_min of its time (0.1 until §9.8).
-    for ablation in VARIANTS - {"xcov_mi", "unfit_split_xcov"} - since_hsic:
+    for ablation in older - {"xcov_mi", "unfit_split_xcov"} - since_hsic:
         assert loss(ablation).mi_estimator in ("xcov", "club"), ablation
     assert loss("unfit_split_xcov").mi_estimator == "xcov"
     assert loss("").alpha_min == 0.0
-    assert {loss(a).alpha_min for a in VARIANTS - fallback_variants - on_defaults - {"unfit_split_xcov"}} == {0.1}
+    assert {loss(a).alpha_min for a in older - fallback_variants - on_defaults - {"unfit_split_xcov"}} == {0.1}
     assert {loss(a).alpha_min for a in fallback_variants | on_defaults | {"unfit_split_xcov"}} == {0.0}
     # The shut gate's fallback in the full space is the default (Eq. 6g-6i); every variant measured before it
     # keeps the gate's "never", and the fallback variants the space they were measured in.
@@ -99,7 +108,7 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     assert (train.shut_gate, train.shut_gate_unfit, train.shut_gate_space) == ("complementary", 0.5, "full")
     fallback_kept = {"shut_complementary", "unfit_complementary", "unfit_split_xcov"}
     fallback_kept |= fallback_variants - {"no_fallback"}
-    for ablation in VARIANTS - fallback_kept - on_defaults:
+    for ablation in older - fallback_kept - on_defaults:
         assert config(ablation).train.shut_gate == "no_split", ablation
     for ablation in on_defaults - loss_changed - on_todays:
         assert config(ablation).loss == loss("rematch_flagged"), ablation

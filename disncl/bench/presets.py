@@ -117,11 +117,19 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "late_detach": ("train.heads_detached_from=8",),
     "detach_from_six": ("train.heads_detached_from=6",),
     "weighted_split": ("loss.weight_by_clean_prob=true",),
+    # §9.12: a stronger MII bottleneck (Eq. 2's β × 10, × 100, × 1000) and a narrower MII, where a strong
+    # confound puts the tied background into MII.
+    "beta_tenfold": ("loss.beta=0.01",),
+    "beta_thirtyfold": ("loss.beta=0.03",),
+    "beta_hundredfold": ("loss.beta=0.1",),
+    "beta_thousandfold": ("loss.beta=1.0",),
+    "mii_half": ("model.mii_dim=16",),
 }
 # The ablations (one term off) and the perfect-detector references run on today's defaults; every other entry
 # above was measured before Eq. 3c (§9.11) and keeps the re-match of its time.
 _ON_TODAYS_DEFAULTS = frozenset({"no_soft_targets", "no_kl", "no_mi", "no_recon", "full_similarity", ORACLE,
-                                 ORACLE_AFTER_WARMUP})
+                                 ORACLE_AFTER_WARMUP, "beta_tenfold", "beta_thirtyfold", "beta_hundredfold",
+                                 "beta_thousandfold", "mii_half"})
 ABLATIONS |= {name: (*kept, _REMATCH) for name, kept in ABLATIONS.items() if name not in _ON_TODAYS_DEFAULTS}
 ABLATIONS |= {REMATCH: (_REMATCH,), ORACLE_REMATCH: (*_ORACLE, _REMATCH)}
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
@@ -251,6 +259,11 @@ ABLATION_LABELS = {
              "of weighting the alignment by the clean probability while they are a minority (Eq. 3c)",
     ORACLE_REMATCH: "reference: the perfect detector from the first epoch, the flagged pairs re-matched (the defaults "
                     "until §9.11)",
+    "beta_tenfold": "variant: the MII bottleneck ten times stronger (Eq. 2, β = 0.01)",
+    "beta_thirtyfold": "variant: the MII bottleneck thirty times stronger (Eq. 2, β = 0.03)",
+    "beta_hundredfold": "variant: the MII bottleneck a hundred times stronger (Eq. 2, β = 0.1)",
+    "beta_thousandfold": "variant: the MII bottleneck a thousand times stronger (Eq. 2, β = 1)",
+    "mii_half": "variant: half as wide an MII (16 dimensions instead of 32)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
@@ -263,7 +276,8 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached", "oracle_dropped",
                       "oracle_dropped_detached", "heads_detached", "split_heads_detached", "warmup_two", "warmup_one",
                       "strict_split", "heads_half", "heads_quarter", "late_detach", "detach_from_six",
-                      "weighted_split", REMATCH, ORACLE_REMATCH})
+                      "weighted_split", REMATCH, ORACLE_REMATCH, "beta_tenfold", "beta_thirtyfold",
+                      "beta_hundredfold", "beta_thousandfold", "mii_half"})
 
 
 @dataclass(frozen=True)
@@ -333,6 +347,8 @@ class Preset:
     confirm_variants: tuple[str, ...] | None = None
     confounds: tuple[float, ...] = (0.0, 0.9)
     confound_methods: tuple[str, ...] = ("infonce", "ncr", "disncl")
+    # DisNCL variants the report reads beside the defaults in its table of where the tied factors go (by ρ).
+    confound_variants: tuple[str, ...] = ()
     caption_rates: tuple[float, ...] = ()
     # Single runs outside the grid (a variant at another cell, or a cell on the second draw); the report
     # pairs each variant run with the default run of the same cell and seed (group "cells").
@@ -456,13 +472,15 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("146 runs, about 2 h 20 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
-                     "run; 5 h 55 min on the slower machine of docs/method.md §9.7): "
+        description=("170 runs, about 2 h 40 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
+                     "run; 6 h 50 min on the slower machine of docs/method.md §9.7): "
                      "the focus cells of both data draws first (60 runs: every method at 5 seeds, the pre-§9.4 "
                      "defaults `v1_default` and the pre-§9.11 ones `rematch_flagged`, on each draw), then the "
                      "confound sweep, the grid and the "
                      "ablations (53 runs), then the perfect-detector references (24 runs) and ρ = 0.5 at every focus "
-                     "seed of both draws (9 runs); a ResNet image tower that learns shape"),
+                     "seed of both draws (9 runs), and ρ = 0.7 at every focus seed of both draws with and without "
+                     "the stronger bottleneck of §9.12, which also runs without the confound (24 runs); a ResNet "
+                     "image tower that learns shape"),
         data=DataSpec(n_train=2500, n_val=300, n_test=1000, image_size=64, train_captions=2),
         base=(*_CONV_MODEL, "train.epochs=10", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=50", "train.device=cpu"),
@@ -489,7 +507,13 @@ PRESETS: dict[str, Preset] = {
             # that it can be a verdict (§9.11).
             *(RunSpec("disncl", "image", 0.4, seed, confound=0.5, data_seed=draw) for draw in (0, 1)
               for seed in range(5) if seed or draw),
+            # §9.12: at ρ = 0.7 the tie puts the background into MII; the stronger bottleneck (β = 0.1) against the
+            # defaults there at every focus seed of both draws, and what it costs without the confound (draw 1).
+            *(RunSpec("disncl", "image", 0.4, seed, confound=0.7, ablation=a, data_seed=draw) for draw in (0, 1)
+              for seed in range(5) for a in ("", "beta_hundredfold") if seed or draw or a),
+            *(RunSpec("disncl", "image", 0.4, seed, ablation="beta_hundredfold") for seed in range(5)),
         ),
+        confound_variants=("beta_hundredfold",),
         second_draw=True,
     ),
     "full": Preset(
@@ -514,7 +538,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.11 variants: 533 runs, about 14 h 20 min on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.12 variants: 563 runs, about 15 h 10 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
@@ -657,9 +681,13 @@ PRESETS["standard-variants"] = replace(
         # other focus seeds, and the focus cell of draw 2.
         *(RunSpec("disncl", "image", 0.4, seed, ablation="full_similarity", data_seed=draw)
           for draw, seeds in ((0, (2, 3, 4)), (1, range(5))) for seed in seeds),
-        # ρ = 0.7, where the sweep's three runs were mixed, at every focus seed of both draws (ρ = 0.5's are the
-        # standard preset's).
-        *(RunSpec("disncl", "image", 0.4, seed, confound=0.7, data_seed=draw)
-          for draw, seeds in ((0, (2, 3, 4)), (1, (1, 2, 3, 4))) for seed in seeds),
+        # §9.12: the probes read the tied background from MII once ρ ≥ 0.7. A stronger MII bottleneck (Eq. 2's β)
+        # and a narrower MII there (seeds 0-1); β = 0.1, the one that moved, also at ρ = 0.5 and 0.9 (at ρ = 0.7
+        # on both draws and without the confound in the standard preset).
+        *(RunSpec("disncl", "image", 0.4, seed, confound=0.7, ablation=a) for seed in (0, 1)
+          for a in ("beta_tenfold", "beta_thirtyfold", "beta_thousandfold", "mii_half")),
+        *(RunSpec("disncl", "image", 0.4, seed, ablation="beta_thirtyfold") for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.4, seed, confound=rho, ablation="beta_hundredfold", data_seed=draw)
+          for rho, draw, seeds in ((0.5, 0, (0, 1)), (0.9, 0, (0, 1)), (0.9, 1, (0,))) for seed in seeds),
     ),
 )

@@ -388,11 +388,21 @@ class Report:
                 rows.append(row)
         return _table(["method"] + [f"ρ = {rho:g} (rSum / AUROC)" for rho in self.preset.confounds], rows)
 
-    def mii_minus_full(self, rho: float, draw: int) -> list[float]:
-        """DisNCL's MII minus full-feature test rSum at confound ``rho`` on ``draw``, one per run, seeds in order."""
-        runs = sorted(self.cell("disncl", "image", self.preset.focus_rate, confound=rho, draw=draw),
+    def mii_minus_full(self, rho: float, draw: int, ablation: str = "") -> list[float]:
+        """DisNCL's MII minus full-feature test rSum at confound ``rho`` on ``draw``, one per run, seeds in order
+        (the defaults, or the variant ``ablation``)."""
+        runs = sorted(self.cell("disncl", "image", self.preset.focus_rate, ablation, confound=rho, draw=draw),
                       key=lambda r: r["spec"]["seed"])
         return [rsum(r, "mii") - rsum(r, "full") for r in runs]
+
+    def variant_minus_defaults(self, ablation: str, rho: float, draw: int) -> list[float]:
+        """DisNCL's variant ``ablation`` minus its defaults at confound ``rho`` on ``draw``: test rSum (MII), paired
+        by seed, over the seeds both ran."""
+        def by_seed(a: str) -> dict[int, Result]:
+            return {r["spec"]["seed"]: r for r in self.cell("disncl", "image", self.preset.focus_rate, a,
+                                                            confound=rho, draw=draw)}
+        variant, base = by_seed(ablation), by_seed("")
+        return [rsum(variant[s], "mii") - rsum(base[s], "mii") for s in sorted(variant) if s in base]
 
     def confound_pairs_table(self) -> str:
         """DisNCL's MII minus full-feature test rSum at each confound ρ, one difference per run (the same model
@@ -408,6 +418,35 @@ class Report:
         header = ["confound"]
         for k, draw in enumerate(self.preset.draws):
             header += [f"draw {k + 1} (data seed {draw}): MII − full per seed", "mean ± sd", "sign"]
+        return _table(header, rows)
+
+    def confound_probe_table(self) -> str:
+        """Where the tied exclusive factors go as the confound strengthens: linear-probe accuracy of the image
+        background and the caption filler from DisNCL's MII, MEI and full features, beside MII − full test rSum,
+        per ρ and draw over every DisNCL run of the focus rate at that ρ (the defaults, then each of the preset's
+        ``confound_variants``)."""
+        rows = []
+        for ablation in ("", *self.preset.confound_variants):
+            for rho in self.preset.confounds:
+                for k, draw in enumerate(self.preset.draws):
+                    rs = self.cell("disncl", "image", self.preset.focus_rate, ablation, confound=rho, draw=draw)
+                    if not rs:
+                        continue
+                    row = [ABLATION_LABELS.get(ablation, ablation) if ablation else "defaults", f"ρ = {rho:g}",
+                           f"{k + 1}", str(len(rs))]
+                    for modality, factor in (("img", "background"), ("txt", "filler")):
+                        row += [stat((_probe(r, f"{modality}_{code}", factor) for r in rs), 2) for code in "zuh"]
+                    row.append(signed(self.mii_minus_full(rho, draw, ablation)))
+                    rows.append(row)
+        runs = self.cell("disncl", "image", self.preset.focus_rate, confound=self.preset.confounds[0])
+
+        def chance(code: str, factor: str) -> str:
+            return stat((_probe(r, code, factor, "chance") for r in runs), 2)
+
+        header = ["DisNCL", "confound", "draw", "runs",
+                  f"image background from MII (chance {chance('img_z', 'background')})", "… from MEI", "… from full",
+                  f"caption filler from MII (chance {chance('txt_z', 'filler')})", "… from MEI", "… from full",
+                  "MII − full test rSum"]
         return _table(header, rows)
 
     def probe_table(self) -> str:
@@ -484,13 +523,20 @@ class Report:
                 out.append(_both_draws(f"at {f:.0%} per-image noise, {label}", kinds, seen))
         # Where the confound sweep has every focus seed on both draws: MII against full at that ρ (ρ = 0 is the
         # focus cell's comparison above).
-        for rho in self.preset.confounds:
-            per_draw = [self.mii_minus_full(rho, d) for d in draws]
-            if not rho or len(draws) < 2 or any(len(d) < len(self.preset.focus_seeds) for d in per_draw):
-                continue
-            kinds = [classify(d) for d in per_draw]
-            out.append(_both_draws(f"at {f:.0%} per-image noise and confound ρ = {rho:g}, DisNCL: MII vs full "
-                                   "features", kinds, _seen(kinds, per_draw)))
+        # The same for each confound variant, and the variant against the defaults at that ρ (test rSum, MII).
+        for ablation in ("", *self.preset.confound_variants):
+            name = f"DisNCL, {ABLATION_LABELS[ablation].removeprefix('variant: ')}," if ablation else "DisNCL:"
+            for rho in self.preset.confounds:
+                where = f"at {f:.0%} per-image noise and confound ρ = {rho:g}"
+                checks = [("MII vs full features", [self.mii_minus_full(rho, d, ablation) for d in draws])]
+                if ablation:
+                    checks.append(("against the defaults", [self.variant_minus_defaults(ablation, rho, d)
+                                                             for d in draws]))
+                for what, per_draw in checks:
+                    if not rho or len(draws) < 2 or any(len(d) < len(self.preset.focus_seeds) for d in per_draw):
+                        continue
+                    kinds = [classify(d) for d in per_draw]
+                    out.append(_both_draws(f"{where}, {name}: {what}", kinds, _seen(kinds, per_draw)))
         for rate in self.preset.noise_rates:
             cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
             if all(v == v for v in cells.values()):
@@ -741,7 +787,10 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
                   rep.confound_table(), "",
                   "MII minus full features, DisNCL's test rSum read in both spaces, per run at each ρ and draw "
                   "(seeds in order; the sweep's seed 0, and more seeds where the preset adds them):", "",
-                  rep.confound_pairs_table(), ""]
+                  rep.confound_pairs_table(), "",
+                  "Where the tied background goes (docs/method.md §9.12): linear probes (as in the next section) "
+                  "for the image background and the caption filler phrase, the two factors the confound ties in "
+                  "training, from DisNCL's codes at each ρ and draw:", "", rep.confound_probe_table(), ""]
     lines += ["## Disentanglement, measured", "",
               "Linear probes (logistic regression, half the test items to fit, half to score) from each code to "
               "the benchmark's known factors. Shared factors (object shape, colour) are in both modalities; "
