@@ -432,8 +432,8 @@ class Report:
                     rs = self.cell("disncl", "image", self.preset.focus_rate, ablation, confound=rho, draw=draw)
                     if not rs:
                         continue
-                    row = [ABLATION_LABELS.get(ablation, ablation) if ablation else "defaults", f"ρ = {rho:g}",
-                           f"{k + 1}", str(len(rs))]
+                    label = ABLATION_LABELS[ablation].removeprefix("variant: ") if ablation else "defaults"
+                    row = [label, f"ρ = {rho:g}", f"{k + 1}", str(len(rs))]
                     for modality, factor in (("img", "background"), ("txt", "filler")):
                         row += [stat((_probe(r, f"{modality}_{code}", factor) for r in rs), 2) for code in "zuh"]
                     row.append(signed(self.mii_minus_full(rho, draw, ablation)))
@@ -525,7 +525,7 @@ class Report:
         # focus cell's comparison above).
         # The same for each confound variant, and the variant against the defaults at that ρ (test rSum, MII).
         for ablation in ("", *self.preset.confound_variants):
-            name = f"DisNCL, {ABLATION_LABELS[ablation].removeprefix('variant: ')}," if ablation else "DisNCL:"
+            name = f"DisNCL with {ABLATION_LABELS[ablation].removeprefix('variant: ')}" if ablation else "DisNCL"
             for rho in self.preset.confounds:
                 where = f"at {f:.0%} per-image noise and confound ρ = {rho:g}"
                 checks = [("MII vs full features", [self.mii_minus_full(rho, d, ablation) for d in draws])]
