@@ -691,7 +691,7 @@ def _review_section(
     """Flagged pairs with suggested re-matches, decided one by one, exported as a corrected captions file."""
     with gr.Accordion("Review queue: flagged pairs with a suggested re-match", open=False):
         gr.Markdown(
-            f"The {logic.REVIEW_QUEUE_ROWS} flagged pairs least likely clean, first to last. Click a row (or type "
+            f"Up to {logic.REVIEW_QUEUE_ROWS} flagged pairs, least likely clean first. Click a row (or type "
             "a pair number), then accept the suggested caption for its image, keep the pair as it is, or drop it. "
             "Flagged pairs left undecided are dropped on export.", elem_classes="hint",
         )
