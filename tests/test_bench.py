@@ -320,6 +320,42 @@ def test_the_confound_pairs_give_mii_minus_full_per_run_on_each_draw():
                             "ahead on every seed of both data draws") for v in Report(short, results).verdicts())
 
 
+def test_a_confound_variant_is_read_against_the_defaults_and_in_both_spaces_at_each_rho():
+    from dataclasses import replace
+
+    from disncl.bench.report import Report
+
+    preset = replace(PRESETS["standard"], methods=("disncl",), confounds=(0.0, 0.7), ablations=(), variants=(),
+                     focus_seeds=(0, 1), confound_variants=("beta_hundredfold",))
+
+    def run(seed: int, draw: int, rho: float, mii: float, full: float, ablation: str = "", background: float = 0.5):
+        r = _result("disncl", seed, mii, ablation=ablation, data_seed=draw, full=full)
+        r["spec"]["confound"] = rho
+        r["probes"] = {f"{m}_{c}": {f: {"accuracy": background if c == "z" else 0.9, "chance": 0.12}
+                                    for f in ("background", "filler", "colour0", "shape0", "shape_single", "texture",
+                                              "template")} for m in ("img", "txt") for c in "zuh"}
+        return r
+
+    results = [run(seed, draw, 0.7, 250.0 + seed, 250.0) for seed in (0, 1) for draw in (0, 1)]
+    results += [run(seed, draw, 0.7, 310.0, 290.0 + draw, "beta_hundredfold", 0.6) for seed in (0, 1)
+                for draw in (0, 1)]
+    results.append(run(0, 0, 0.0, 400.0, 400.0))
+    report = Report(preset, results)
+    assert report.variant_minus_defaults("beta_hundredfold", 0.7, 1) == [60.0, 59.0]
+    verdicts = "\n".join(report.verdicts())
+    label = "DisNCL with the MII bottleneck a hundred times stronger (Eq. 2, β = 0.1)"
+    assert (f"**Verdict** at 40% per-image noise and confound ρ = 0.7, {label}: against the defaults: ahead on "
+            "every seed of both data draws") in verdicts
+    assert f"ρ = 0.7, {label}: MII vs full features: ahead" in verdicts
+    # Without every focus seed on both draws there is no line for the variant at ρ = 0.
+    assert f"ρ = 0, {label}" not in verdicts
+    table = report.confound_probe_table()
+    assert "| defaults | ρ = 0.7 | 1 | 2 | 0.50 ± 0.00 | 0.90 ± 0.00 | 0.90 ± 0.00 |" in table
+    assert ("| the MII bottleneck a hundred times stronger (Eq. 2, β = 0.1) | ρ = 0.7 | 2 | 2 | 0.60 ± 0.00 |"
+            in table)
+    assert "| defaults | ρ = 0 | 1 | 1 | 0.50 |" in table and "chance 0.12" in table
+
+
 def test_the_perfect_detector_table_gives_each_run_against_its_own_clean_rsum():
     from dataclasses import replace
 
@@ -367,9 +403,12 @@ def test_standard_preset_runs_the_focus_cell_first_and_on_a_second_draw():
     # --data-seed moves both draws.
     moved = preset.with_data_seed(7)
     assert moved.draws == (7, 8) and {s.data_seed for s in moved.runs()} == {7, 8}
-    # Draw 2 has ρ = 0.5 too: MII against full there is checked on both draws.
+    # Draw 2 has ρ = 0.5 and 0.7 too: MII against full there, and §9.12's bottleneck, are checked on both draws.
     assert {(d.seed, d.confound) for d in moved.data_specs()} == {(7, 0.0), (7, 0.5), (7, 0.7), (7, 0.9), (8, 0.0),
-                                                                   (8, 0.5)}
+                                                                   (8, 0.5), (8, 0.7)}
+    confounded = {(s.ablation, s.confound, s.data_seed) for s in preset.runs() if s.ablation == "beta_hundredfold"}
+    assert confounded == {("beta_hundredfold", rho, draw) for rho in (0.0, 0.5, 0.7) for draw in (0, 1)}
+    assert preset.confound_variants == ("beta_hundredfold",)
     # Every (draw, confound) some run trains on has its dataset: the variants' confound sweep on draw 2 too.
     variants = PRESETS["standard-variants"]
     needed = {(s.data_seed, s.confound) for s in variants.runs()}

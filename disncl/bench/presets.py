@@ -472,15 +472,15 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("170 runs, about 2 h 40 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
-                     "run; 6 h 50 min on the slower machine of docs/method.md §9.7): "
+        description=("185 runs, about 2 h 55 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
+                     "run; 7 h 25 min on the slower machine of docs/method.md §9.7): "
                      "the focus cells of both data draws first (60 runs: every method at 5 seeds, the pre-§9.4 "
                      "defaults `v1_default` and the pre-§9.11 ones `rematch_flagged`, on each draw), then the "
                      "confound sweep, the grid and the "
                      "ablations (53 runs), then the perfect-detector references (24 runs) and ρ = 0.5 at every focus "
                      "seed of both draws (9 runs), and ρ = 0.7 at every focus seed of both draws with and without "
-                     "the stronger bottleneck of §9.12, which also runs without the confound (24 runs); a ResNet "
-                     "image tower that learns shape"),
+                     "the stronger bottleneck of §9.12, which also runs at ρ = 0 and 0.5 on both draws (39 runs); a "
+                     "ResNet image tower that learns shape"),
         data=DataSpec(n_train=2500, n_val=300, n_test=1000, image_size=64, train_captions=2),
         base=(*_CONV_MODEL, "train.epochs=10", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=50", "train.device=cpu"),
@@ -508,10 +508,11 @@ PRESETS: dict[str, Preset] = {
             *(RunSpec("disncl", "image", 0.4, seed, confound=0.5, data_seed=draw) for draw in (0, 1)
               for seed in range(5) if seed or draw),
             # §9.12: at ρ = 0.7 the tie puts the background into MII; the stronger bottleneck (β = 0.1) against the
-            # defaults there at every focus seed of both draws, and what it costs without the confound (draw 1).
+            # defaults there, at ρ = 0.5 and without the confound, at every focus seed of both draws.
             *(RunSpec("disncl", "image", 0.4, seed, confound=0.7, ablation=a, data_seed=draw) for draw in (0, 1)
               for seed in range(5) for a in ("", "beta_hundredfold") if seed or draw or a),
-            *(RunSpec("disncl", "image", 0.4, seed, ablation="beta_hundredfold") for seed in range(5)),
+            *(RunSpec("disncl", "image", 0.4, seed, confound=rho, ablation="beta_hundredfold", data_seed=draw)
+              for rho in (0.0, 0.5) for draw in (0, 1) for seed in range(5)),
         ),
         confound_variants=("beta_hundredfold",),
         second_draw=True,
@@ -538,7 +539,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.12 variants: 563 runs, about 15 h 10 min on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.12 variants: 576 runs, about 15 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
@@ -682,12 +683,12 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.4, seed, ablation="full_similarity", data_seed=draw)
           for draw, seeds in ((0, (2, 3, 4)), (1, range(5))) for seed in seeds),
         # §9.12: the probes read the tied background from MII once ρ ≥ 0.7. A stronger MII bottleneck (Eq. 2's β)
-        # and a narrower MII there (seeds 0-1); β = 0.1, the one that moved, also at ρ = 0.5 and 0.9 (at ρ = 0.7
-        # on both draws and without the confound in the standard preset).
+        # and a narrower MII there (seeds 0-1); β = 0.1, the one that moved, also at ρ = 0.9 (at ρ = 0, 0.5 and 0.7
+        # on both draws in the standard preset).
         *(RunSpec("disncl", "image", 0.4, seed, confound=0.7, ablation=a) for seed in (0, 1)
           for a in ("beta_tenfold", "beta_thirtyfold", "beta_thousandfold", "mii_half")),
         *(RunSpec("disncl", "image", 0.4, seed, ablation="beta_thirtyfold") for seed in (0, 1)),
-        *(RunSpec("disncl", "image", 0.4, seed, confound=rho, ablation="beta_hundredfold", data_seed=draw)
-          for rho, draw, seeds in ((0.5, 0, (0, 1)), (0.9, 0, (0, 1)), (0.9, 1, (0,))) for seed in seeds),
+        *(RunSpec("disncl", "image", 0.4, seed, confound=0.9, ablation="beta_hundredfold", data_seed=draw)
+          for draw, seeds in ((0, (0, 1)), (1, (0,))) for seed in seeds),
     ),
 )

@@ -521,8 +521,8 @@ class Report:
                            f"{len(self.preset.focus_seeds)} seeds on both draws).")
             else:
                 out.append(_both_draws(f"at {f:.0%} per-image noise, {label}", kinds, seen))
-        # Where the confound sweep has every focus seed on both draws: MII against full at that ρ (ρ = 0 is the
-        # focus cell's comparison above).
+        # Where the confound sweep has every focus seed on both draws: MII against full at that ρ (for the
+        # defaults ρ = 0 is the focus cell's comparison above).
         # The same for each confound variant, and the variant against the defaults at that ρ (test rSum, MII).
         for ablation in ("", *self.preset.confound_variants):
             name = f"DisNCL with {ABLATION_LABELS[ablation].removeprefix('variant: ')}" if ablation else "DisNCL"
@@ -533,7 +533,8 @@ class Report:
                     checks.append(("against the defaults", [self.variant_minus_defaults(ablation, rho, d)
                                                              for d in draws]))
                 for what, per_draw in checks:
-                    if not rho or len(draws) < 2 or any(len(d) < len(self.preset.focus_seeds) for d in per_draw):
+                    if (not rho and not ablation) or len(draws) < 2 or any(
+                            len(d) < len(self.preset.focus_seeds) for d in per_draw):
                         continue
                     kinds = [classify(d) for d in per_draw]
                     out.append(_both_draws(f"{where}, {name}: {what}", kinds, _seen(kinds, per_draw)))
