@@ -539,7 +539,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.12 variants: 576 runs, about 15 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.12 variants: 580 runs, about 15 h 35 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
@@ -690,5 +690,8 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.4, seed, ablation="beta_thirtyfold") for seed in (0, 1)),
         *(RunSpec("disncl", "image", 0.4, seed, confound=0.9, ablation="beta_hundredfold", data_seed=draw)
           for draw, seeds in ((0, (0, 1)), (1, (0,))) for seed in seeds),
+        # ... and at 60-80 % noise, whether the compression also keeps the noisy pairs' idiosyncrasies out.
+        *(RunSpec("disncl", "image", rate, seed, ablation="beta_hundredfold") for rate in (0.6, 0.8)
+          for seed in (0, 1)),
     ),
 )
