@@ -341,7 +341,7 @@ def test_a_confound_variant_is_read_against_the_defaults_and_in_both_spaces_at_e
                 for draw in (0, 1)]
     results.append(run(0, 0, 0.0, 400.0, 400.0))
     report = Report(preset, results)
-    assert report.variant_minus_defaults("beta_hundredfold", 0.7, 1) == [60.0, 59.0]
+    assert report.paired("disncl", "", "disncl", "beta_hundredfold", "mii", 1, confound=0.7) == [60.0, 59.0]
     verdicts = "\n".join(report.verdicts())
     label = "DisNCL with the MII bottleneck a hundred times stronger (Eq. 2, β = 0.1)"
     assert (f"**Verdict** at 40% per-image noise and confound ρ = 0.7, {label}: against the defaults: ahead on "

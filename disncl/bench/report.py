@@ -119,6 +119,11 @@ def _both_draws(where: str, kinds: list[str], seen: str) -> str:
     return f"No verdict {where}: {seen}."
 
 
+def _variant_name(ablation: str) -> str:
+    """A variant's label as a noun phrase ("the MII bottleneck ... stronger"), for sentences and table cells."""
+    return ABLATION_LABELS[ablation].removeprefix("variant: ")
+
+
 def classify(diffs: list[float]) -> str:
     """``leads`` / ``trails`` when every paired difference has that sign, else ``mixed``."""
     if diffs and all(d > 0 for d in diffs):
@@ -153,8 +158,8 @@ class Report:
         return _select(self.results, method=method, noise_kind=kind, noise_rate=rate, ablation=ablation,
                        confound=confound, data_seed=self.preset.draws[0] if draw is None else draw)
 
-    def focus(self, method: str, ablation: str = "", draw: int | None = None) -> list[Result]:
-        return self.cell(method, "image", self.preset.focus_rate, ablation, draw=draw)
+    def focus(self, method: str, ablation: str = "", draw: int | None = None, confound: float = 0.0) -> list[Result]:
+        return self.cell(method, "image", self.preset.focus_rate, ablation, confound=confound, draw=draw)
 
     # ------------------------------------------------------------------------------------ tables
     def grid_table(self, kind: str, metric: Callable[[Result], float], digits: int = 1,
@@ -286,10 +291,13 @@ class Report:
                        "DisNCL − it (paired)", "NCR-style, perfect detector", "% of clean"], rows)
 
     def paired(self, base: str, base_ablation: str, other: str, other_ablation: str = "",
-               space: str = "best", draw: int | None = None, other_space: str | None = None) -> list[float]:
-        """rSum(other) − rSum(base) at the focus cell of ``draw``, one value per seed both have run."""
-        a = {r["spec"]["seed"]: rsum(r, space) for r in self.focus(base, base_ablation, draw)}
-        b = {r["spec"]["seed"]: rsum(r, other_space or space) for r in self.focus(other, other_ablation, draw)}
+               space: str = "best", draw: int | None = None, other_space: str | None = None,
+               confound: float = 0.0) -> list[float]:
+        """rSum(other) − rSum(base) at the focus cell of ``draw`` (with confound ρ = ``confound``), one value per
+        seed both have run."""
+        a = {r["spec"]["seed"]: rsum(r, space) for r in self.focus(base, base_ablation, draw, confound)}
+        b = {r["spec"]["seed"]: rsum(r, other_space or space)
+             for r in self.focus(other, other_ablation, draw, confound)}
         return [b[seed] - a[seed] for seed in sorted(a.keys() & b.keys())]
 
     def rate_table(self) -> str:
@@ -391,18 +399,8 @@ class Report:
     def mii_minus_full(self, rho: float, draw: int, ablation: str = "") -> list[float]:
         """DisNCL's MII minus full-feature test rSum at confound ``rho`` on ``draw``, one per run, seeds in order
         (the defaults, or the variant ``ablation``)."""
-        runs = sorted(self.cell("disncl", "image", self.preset.focus_rate, ablation, confound=rho, draw=draw),
-                      key=lambda r: r["spec"]["seed"])
+        runs = sorted(self.focus("disncl", ablation, draw, rho), key=lambda r: r["spec"]["seed"])
         return [rsum(r, "mii") - rsum(r, "full") for r in runs]
-
-    def variant_minus_defaults(self, ablation: str, rho: float, draw: int) -> list[float]:
-        """DisNCL's variant ``ablation`` minus its defaults at confound ``rho`` on ``draw``: test rSum (MII), paired
-        by seed, over the seeds both ran."""
-        def by_seed(a: str) -> dict[int, Result]:
-            return {r["spec"]["seed"]: r for r in self.cell("disncl", "image", self.preset.focus_rate, a,
-                                                            confound=rho, draw=draw)}
-        variant, base = by_seed(ablation), by_seed("")
-        return [rsum(variant[s], "mii") - rsum(base[s], "mii") for s in sorted(variant) if s in base]
 
     def confound_pairs_table(self) -> str:
         """DisNCL's MII minus full-feature test rSum at each confound ρ, one difference per run (the same model
@@ -429,11 +427,11 @@ class Report:
         for ablation in ("", *self.preset.confound_variants):
             for rho in self.preset.confounds:
                 for k, draw in enumerate(self.preset.draws):
-                    rs = self.cell("disncl", "image", self.preset.focus_rate, ablation, confound=rho, draw=draw)
+                    rs = self.focus("disncl", ablation, draw, rho)
                     if not rs:
                         continue
-                    label = ABLATION_LABELS[ablation].removeprefix("variant: ") if ablation else "defaults"
-                    row = [label, f"ρ = {rho:g}", f"{k + 1}", str(len(rs))]
+                    row = [_variant_name(ablation) if ablation else "defaults", f"ρ = {rho:g}", f"{k + 1}",
+                           str(len(rs))]
                     for modality, factor in (("img", "background"), ("txt", "filler")):
                         row += [stat((_probe(r, f"{modality}_{code}", factor) for r in rs), 2) for code in "zuh"]
                     row.append(signed(self.mii_minus_full(rho, draw, ablation)))
@@ -522,16 +520,15 @@ class Report:
             else:
                 out.append(_both_draws(f"at {f:.0%} per-image noise, {label}", kinds, seen))
         # Where the confound sweep has every focus seed on both draws: MII against full at that ρ (for the
-        # defaults ρ = 0 is the focus cell's comparison above).
-        # The same for each confound variant, and the variant against the defaults at that ρ (test rSum, MII).
+        # defaults ρ = 0 is the focus cell's comparison above), and each confound variant against the defaults.
         for ablation in ("", *self.preset.confound_variants):
-            name = f"DisNCL with {ABLATION_LABELS[ablation].removeprefix('variant: ')}" if ablation else "DisNCL"
+            name = f"DisNCL with {_variant_name(ablation)}" if ablation else "DisNCL"
             for rho in self.preset.confounds:
                 where = f"at {f:.0%} per-image noise and confound ρ = {rho:g}"
                 checks = [("MII vs full features", [self.mii_minus_full(rho, d, ablation) for d in draws])]
                 if ablation:
-                    checks.append(("against the defaults", [self.variant_minus_defaults(ablation, rho, d)
-                                                             for d in draws]))
+                    checks.append(("against the defaults", [self.paired("disncl", "", "disncl", ablation, "mii", d,
+                                                                         confound=rho) for d in draws]))
                 for what, per_draw in checks:
                     if (not rho and not ablation) or len(draws) < 2 or any(
                             len(d) < len(self.preset.focus_seeds) for d in per_draw):
