@@ -110,3 +110,13 @@ class SplitConfig:
     # 0 for an injected mismatch), a perfect detector; the split starts after train.warmup_epochs without a
     # gate (0: from the first epoch; docs/method.md §9.9). Needs injected noise, whose truth the trainer knows.
     oracle: bool = False
+    # Eq. 6k: each epoch that trains with the split, a flagged pair's caption is re-paired with the flagged image
+    # it matches best where that match is mutual and as close as the trusted pairs' ``repair_quantile`` distance
+    # (disncl.train.repair); the next epoch trains it with that image as a trusted pair. Off by default (bench
+    # variant ``repair_flagged``, docs/method.md §9.13).
+    repair: bool = False
+    repair_quantile: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.repair_quantile <= 1.0:
+            raise ValueError(f"split.repair_quantile must lie in (0, 1], got {self.repair_quantile}")

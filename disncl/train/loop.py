@@ -33,6 +33,7 @@ from disncl.train.distributed import resolve_device as resolve_device  # re-expo
 from disncl.train.feature_cache import cached_split, towers_digest
 from disncl.train.noise_split import bimodality, clean_probability, loss_vs_chance, smooth_clean_probability
 from disncl.train.objective import batch_objective, heads_detached
+from disncl.train.repair import NOT_REPAIRED, repair_images, train_pairing
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
 from disncl.train.scoring import pair_distance, pair_table, per_pair_loss, write_pair_scores
 from disncl.train.state import NO_SPLIT, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
@@ -203,6 +204,8 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
             # How bimodal this epoch's per-pair losses are (Eq. 10) and how well they are fit (Eq. 6h): what the
             # adaptive and gated warm-ups and the shut gate's fallback read.
             record |= gate
+            if s.state.repaired is not None:
+                record |= repair_record(s)
             if s.gt_known:
                 record |= detection_record(s, table, prob)
             append_log(s.run.log, record)
@@ -317,9 +320,14 @@ def epoch_config(cfg: RunConfig, epoch: int, flagged: float | None = None) -> Ru
     return cfg
 
 
+def flag_threshold(cfg: RunConfig) -> float:
+    """The clean probability at or below which the split flags a pair: θ (Eq. 5b), or 0.5 with a soft split."""
+    return cfg.loss.alpha_hard_threshold or 0.5
+
+
 def flagged_share(clean_prob: np.ndarray, cfg: RunConfig) -> float:
-    """The share of training pairs the split flags: w <= θ (Eq. 5b's flag), or w <= 0.5 with a soft split."""
-    return float(np.mean(clean_prob <= (cfg.loss.alpha_hard_threshold or 0.5)))
+    """The share of training pairs the split flags (:func:`flag_threshold`)."""
+    return float(np.mean(clean_prob <= flag_threshold(cfg)))
 
 
 def initial_clean_prob(cfg: RunConfig, pairs: NoisyPairs) -> np.ndarray:
@@ -379,7 +387,10 @@ def train_one_epoch(
     """One pass over the training pairs (``flagged``: the share of them the split flags, :func:`flagged_share`,
     None before the split); returns the mean of each loss term (one host transfer per epoch)."""
     cfg, ctx, model, device = epoch_config(s.cfg, epoch, flagged), s.ctx, s.model, s.device
-    weights = s.state.clean_prob if use_split else np.ones_like(s.state.clean_prob)
+    if use_split:
+        pair_image, weights = train_pairing(s.pairs.image, s.state.clean_prob, s.state.repaired)
+    else:
+        pair_image, weights = s.pairs.image, np.ones_like(s.state.clean_prob)
     terms_sum: dict[str, torch.Tensor] = {}
     model.train()
     # The same global order on every rank (seeded by epoch); each rank trains on its slice of a batch.
@@ -389,7 +400,7 @@ def train_one_epoch(
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
     for idx in bar:
         local = ctx.local_rows(idx)
-        pixels = model.preprocess(s.train_data.images[s.pairs.image[local]])
+        pixels = model.preprocess(s.train_data.images[pair_image[local]])
         ids, mask = s.train_data.tokens.batch(s.pairs.caption[local], device)
         # The objective sees the whole global batch (towers' outputs gathered), so it takes all weights.
         w = torch.as_tensor(weights[idx], device=device)
@@ -479,7 +490,29 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
             s.cfg = shut_gate_config(s.cfg, s.state)
             if s.cfg.selection_space() != space:
                 table = refit_split(s, emb)
+    if s.cfg.split.repair and split_active(s.cfg, epoch + 1, s.state.split_from):
+        repair_pairs(s, emb)
     return table, s.state.clean_prob, gate
+
+
+def repair_pairs(s: Session, emb: Embeddings) -> None:
+    """Eq. 6k on rank 0, shared with every rank: which flagged pairs the next epoch trains with another image."""
+    repaired = np.full(len(s.pairs.caption), NOT_REPAIRED, dtype=np.int64)
+    if s.ctx.is_main:
+        img, txt = emb.space(s.cfg.selection_space())
+        repaired = repair_images(img, txt, s.pairs.image, s.pairs.caption, s.state.clean_prob,
+                                 flag_threshold(s.cfg), s.cfg.split.repair_quantile)
+    s.state.repaired = distributed.broadcast_array(s.ctx, repaired)
+
+
+def repair_record(s: Session) -> dict[str, Any]:
+    """How many pairs Eq. 6k re-paired for the next epoch, and (known noise) how many with their true image."""
+    moved = s.state.repaired != NOT_REPAIRED
+    record: dict[str, Any] = {"repaired": int(moved.sum())}
+    if s.gt_known and moved.any():
+        truth = np.asarray(s.train_ds.cap2img)[s.pairs.caption[moved]]
+        record["repaired_correct"] = float(np.mean(s.state.repaired[moved] == truth))
+    return record
 
 
 def refit_split(s: Session, emb: Embeddings) -> dict[str, np.ndarray] | None:

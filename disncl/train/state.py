@@ -40,6 +40,9 @@ class TrainState:
     split_from: int = -1
     # The gate stayed shut and train.shut_gate started the split anyway (Eq. 6g; see shut_gate_config).
     split_fallback: bool = False
+    # Eq. 6k (split.repair): the image each pair trains with next instead of its own, -1 where it keeps its own;
+    # None where nothing was re-paired.
+    repaired: np.ndarray | None = None
 
 
 def _flatten_optimizer(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -88,6 +91,8 @@ def _write_state(
 ) -> None:
     tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
     tensors["clean_prob"] = torch.from_numpy(np.ascontiguousarray(state.clean_prob, dtype=np.float32))
+    if state.repaired is not None:
+        tensors["repaired"] = torch.from_numpy(np.ascontiguousarray(state.repaired, dtype=np.int64))
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -146,5 +151,6 @@ def load_checkpoint(
         # Checkpoints written before adaptive warm-up existed used the fixed one.
         split_from=meta.get("split_from", -1),
         split_fallback=meta.get("split_fallback", False),
+        repaired=tensors["repaired"].numpy().copy() if "repaired" in tensors else None,
     )
     return model, tokenizer, optimizer, scheduler, state
