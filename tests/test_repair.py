@@ -99,7 +99,7 @@ def test_a_run_with_repair_logs_it_and_resumes_to_the_same_pairs(tiny_synth: Pat
     # Warm-up epoch 1: the split (and the re-pairing for the epoch after) is decided at its end.
     assert all("repaired" in r for r in a)
     assert a[0]["repaired"] > 0
-    assert all(0.0 <= r["repaired_correct"] <= 1.0 for r in a if r["repaired"])
+    assert all(0.0 <= r["repaired_correct"] <= r["repaired_described"] <= 1.0 for r in a if r["repaired"])
     for ra, rb in zip(a, logs[1], strict=True):
         assert ra["val"] == rb["val"]
         assert ra["repaired"] == rb["repaired"]

@@ -167,6 +167,8 @@ class Session:
     val_data: SplitData
     val_keys: Any
     steps_per_epoch: int
+    # The training split's shared-factor keys (synthetic data), what Eq. 6k's semantic precision reads; else None.
+    train_keys: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -279,6 +281,7 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
         gt_known=noise is not None or val_keys is not None,
         model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler, state=state,
         train_data=train_data, val_data=val_data, val_keys=val_keys, steps_per_epoch=steps_per_epoch,
+        train_keys=semantic_keys(cfg.data, cfg.data.train_split, train_ds) if cfg.split.repair else None,
     )
 
 
@@ -506,12 +509,18 @@ def repair_pairs(s: Session, emb: Embeddings) -> None:
 
 
 def repair_record(s: Session) -> dict[str, Any]:
-    """How many pairs Eq. 6k re-paired for the next epoch, and (known noise) how many with their true image."""
+    """How many pairs Eq. 6k re-paired for the next epoch; where the noise is known, the share of them given their
+    true image, and on synthetic data the share given an image their caption describes (same shared factors)."""
     moved = s.state.repaired != NOT_REPAIRED
     record: dict[str, Any] = {"repaired": int(moved.sum())}
-    if s.gt_known and moved.any():
-        truth = np.asarray(s.train_ds.cap2img)[s.pairs.caption[moved]]
-        record["repaired_correct"] = float(np.mean(s.state.repaired[moved] == truth))
+    if not moved.any():
+        return record
+    captions, images = s.pairs.caption[moved], s.state.repaired[moved]
+    if s.gt_known:
+        record["repaired_correct"] = float(np.mean(images == np.asarray(s.train_ds.cap2img)[captions]))
+    if s.train_keys is not None:
+        image_key, caption_key = s.train_keys
+        record["repaired_described"] = float(np.mean(image_key[images] == caption_key[captions]))
     return record
 
 
