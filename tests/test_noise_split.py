@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -187,3 +189,18 @@ def test_oracle_split_trains_on_the_ground_truth(tiny_synth, tmp_path, method, w
     clean = tiny_overrides(tiny_synth, tmp_path / "clean", **{"split.oracle": "true", "data.noise_rate": 0})
     with pytest.raises(ValueError, match="split.oracle"):
         train(load_config(None, clean), progress=False)
+
+
+def test_a_monotone_posterior_never_rises_with_the_loss_where_the_wide_clean_component_takes_both_tails() -> None:
+    rng = np.random.default_rng(0)
+    # The clean component is the wider one, so the plain posterior gives it the largest losses too.
+    losses = np.concatenate([rng.normal(0.4, 0.2, 1000), rng.normal(0.6, 0.02, 4000)])
+    cfg = SplitConfig(max_iter=200, tol=1e-5)
+    order = np.argsort(losses)
+    plain = clean_probability(losses, cfg)[order]
+    assert plain[-1] > 0.5 > plain[len(plain) // 2]
+    mono = clean_probability(losses, replace(cfg, monotone=True))[order]
+    assert np.all(np.diff(mono) <= 1e-12)
+    assert mono[-1] < 0.5
+    # Where the plain posterior already falls with the loss, the fit keeps it.
+    assert np.abs(mono[:100] - plain[:100]).max() < 1e-6

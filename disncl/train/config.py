@@ -116,6 +116,9 @@ class SplitConfig:
     # variant ``repair_flagged``, docs/method.md §9.13).
     repair: bool = False
     repair_quantile: float = 0.5
+    # Eq. 6l: the clean probability refitted to never rise with the loss (isotonic regression); off by default
+    # (bench variant ``monotone_converged`` with a converged mixture, docs/method.md §9.13).
+    monotone: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.repair_quantile <= 1.0:

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.isotonic import IsotonicRegression
 from sklearn.mixture import GaussianMixture
 
 from disncl.train.config import SplitConfig
@@ -72,8 +73,20 @@ def clean_probability(losses: np.ndarray, cfg: SplitConfig = SplitConfig()) -> n
     if x.size < cfg.n_components:
         raise ValueError(f"need at least {cfg.n_components} losses to fit the mixture, got {x.size}")
     gmm = _fit_gmm(x, cfg)
-    posterior = gmm.predict_proba(x.reshape(-1, 1))
-    return np.clip(posterior[:, int(np.argmin(gmm.means_.reshape(-1)))], 0.0, 1.0)
+    posterior = gmm.predict_proba(x.reshape(-1, 1))[:, int(np.argmin(gmm.means_.reshape(-1)))]
+    if cfg.monotone:
+        posterior = monotone_in_loss(x, posterior)
+    return np.clip(posterior, 0.0, 1.0)
+
+
+def monotone_in_loss(x: np.ndarray, posterior: np.ndarray) -> np.ndarray:
+    """The least-squares fit of the clean posterior that never rises with the loss (Eq. 6l in docs/method.md).
+
+    w^mono = argmin_{m non-increasing} Σ_k (m(l~_k) − w_k)², scikit-learn's isotonic regression. A mixture whose
+    clean component is the wider one gives it both tails, so its posterior rises again at the largest losses;
+    the fit pools that tail with its neighbours instead.
+    """
+    return IsotonicRegression(increasing=False, y_min=0.0, y_max=1.0).fit_transform(x, posterior)
 
 
 def smooth_clean_probability(previous: np.ndarray, current: np.ndarray, ema: float) -> np.ndarray:
