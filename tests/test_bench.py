@@ -67,7 +67,10 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     # §9.12's bottleneck variants run on today's defaults with one setting changed (checked below); the
     # older variants keep the settings of their time.
     bottleneck = {"beta_tenfold": 0.01, "beta_thirtyfold": 0.03, "beta_hundredfold": 0.1, "beta_thousandfold": 1.0}
-    older = VARIANTS - set(bottleneck) - {"mii_half"}
+    # §9.13's split variants too: today's defaults with the split's settings changed (checked below).
+    split_variants = {"repair_flagged": {"repair": True}, "repair_strict": {"repair": True, "repair_quantile": 0.1},
+                      "monotone_converged": {"max_iter": 200, "tol": 1e-5, "monotone": True}}
+    older = VARIANTS - set(bottleneck) - {"mii_half"} - set(split_variants)
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
     on_defaults = {"detached_warmup", "joint_heads", "converged_mixture", "oracle_split", "oracle_after_warmup",
@@ -90,6 +93,9 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
         assert loss(ablation) == replace(loss(""), beta=beta), ablation
         assert variant_base("disncl", ablation) == ""
     assert config("mii_half").model == replace(config("").model, mii_dim=16)
+    for ablation, changed in split_variants.items():
+        assert config(ablation) == replace(config(""), split=replace(config("").split, **changed)), ablation
+        assert variant_base("disncl", ablation) == ""
     assert loss("mii_half") == loss("")
     assert replace(loss("rematch_flagged"), weight_by_clean_prob_below=0.5) == loss("")
     since_hsic = {"unfit_complementary", "alpha_min_tenth"} | fallback_variants | on_defaults  # tried on HSIC
@@ -441,3 +447,29 @@ def test_a_preset_reads_only_its_own_runs_from_a_shared_bench_directory(tmp_path
     assert load_results(tmp_path, standard)[0]["groups"] == standard.runs()[shared]
     assert {r["name"] for r in load_results(tmp_path, variants)} == {extra.name, shared.name}
     assert [r["groups"] for r in load_results(tmp_path) if r["name"] == shared.name] == [["stale"]]
+
+
+def test_a_grid_rate_run_on_both_draws_gets_a_per_draw_row_and_a_verdict_line():
+    from dataclasses import replace
+
+    from disncl.bench.report import Report
+
+    preset = replace(PRESETS["standard"], methods=("srem", "disncl"), noise_rates=(0.4, 0.6), ablations=(),
+                     variants=(), caption_rates=(), confounds=(0.0,))
+
+    def at(rate: float, r: dict) -> dict:
+        r["spec"]["noise_rate"] = rate
+        return r
+
+    results = [at(0.6, _result(m, s, v + s, data_seed=d)) for d in (0, 1) for s in (0, 1)
+               for m, v in (("srem", 270.0), ("disncl", 330.0 - 70.0 * (d and s)))]
+    report = Report(preset, results)
+    table = report.rate_table()
+    assert "| 60% per image | +60.0 ± 0.0 (leads) |" in table
+    assert "| 60% per image, draw 2 | +25.0 ± 49.5 (mixed) |" in table
+    verdicts = "\n".join(report.verdicts())
+    assert ("No verdict at 60% per-image noise, DisNCL vs SREM: draw 1: leads (+60.0 ± 0.0, 2 seeds); draw 2: mixed "
+            "(+25.0 ± 49.5, 2 seeds).") in verdicts
+    results = [r for r in results if r["spec"]["data_seed"] == 0]
+    assert "60% per image, draw 2" not in Report(preset, results).rate_table()
+    assert "at 60% per-image noise, DisNCL vs SREM" not in "\n".join(Report(preset, results).verdicts())
