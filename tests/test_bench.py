@@ -69,7 +69,8 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     bottleneck = {"beta_tenfold": 0.01, "beta_thirtyfold": 0.03, "beta_hundredfold": 0.1, "beta_thousandfold": 1.0}
     # §9.13's split variants too: today's defaults with the split's settings changed (checked below).
     split_variants = {"repair_flagged": {"repair": True}, "repair_strict": {"repair": True, "repair_quantile": 0.1},
-                      "monotone_converged": {"max_iter": 200, "tol": 1e-5, "monotone": True}}
+                      "monotone_converged": {"max_iter": 200, "tol": 1e-5, "monotone": True},
+                      "agree_split": {"agree": True}}
     older = VARIANTS - set(bottleneck) - {"mii_half"} - set(split_variants)
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.

@@ -129,13 +129,15 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "repair_strict": ("split.repair=true", "split.repair_quantile=0.1"),
     # §9.13: the converged mixture of §9.9 with a posterior that never rises with the distance (Eq. 6l).
     "monotone_converged": ("split.max_iter=200", "split.tol=1e-5", "split.monotone=true"),
+    # §9.13: a pair trusted only as far as both of DisNCL's spaces trust it (Eq. 6m).
+    "agree_split": ("split.agree=true",),
 }
 # The ablations (one term off) and the perfect-detector references run on today's defaults; every other entry
 # above was measured before Eq. 3c (§9.11) and keeps the re-match of its time.
 _ON_TODAYS_DEFAULTS = frozenset({"no_soft_targets", "no_kl", "no_mi", "no_recon", "full_similarity", ORACLE,
                                  ORACLE_AFTER_WARMUP, "beta_tenfold", "beta_thirtyfold", "beta_hundredfold",
                                  "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
-                                 "monotone_converged"})
+                                 "monotone_converged", "agree_split"})
 ABLATIONS |= {name: (*kept, _REMATCH) for name, kept in ABLATIONS.items() if name not in _ON_TODAYS_DEFAULTS}
 ABLATIONS |= {REMATCH: (_REMATCH,), ORACLE_REMATCH: (*_ORACLE, _REMATCH)}
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
@@ -275,6 +277,7 @@ ABLATION_LABELS = {
     "repair_strict": "variant: Eq. 6k with a stricter bar, as close as the closest tenth of the trusted pairs",
     "monotone_converged": "variant: the split's mixture fitted to convergence (200 EM iterations, tolerance 1e-5) "
                           "with a clean probability that never rises with the distance (Eq. 6l)",
+    "agree_split": "variant: a pair trusted only as far as the mixtures of both spaces, MII and full, trust it (Eq. 6m)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
@@ -289,7 +292,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "strict_split", "heads_half", "heads_quarter", "late_detach", "detach_from_six",
                       "weighted_split", REMATCH, ORACLE_REMATCH, "beta_tenfold", "beta_thirtyfold",
                       "beta_hundredfold", "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
-                      "monotone_converged"})
+                      "monotone_converged", "agree_split"})
 
 
 @dataclass(frozen=True)
@@ -484,15 +487,16 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("185 runs, about 2 h 55 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
-                     "run; 7 h 25 min on the slower machine of docs/method.md §9.7): "
+        description=("217 runs, about 3 h 25 min on a 2-core CPU (two runs at a time, one thread each, 1.9 min a "
+                     "run; about 8 h 40 min on the slower machine of docs/method.md §9.7): "
                      "the focus cells of both data draws first (60 runs: every method at 5 seeds, the pre-§9.4 "
                      "defaults `v1_default` and the pre-§9.11 ones `rematch_flagged`, on each draw), then the "
                      "confound sweep, the grid and the "
                      "ablations (53 runs), then the perfect-detector references (24 runs) and ρ = 0.5 at every focus "
                      "seed of both draws (9 runs), and ρ = 0.7 at every focus seed of both draws with and without "
-                     "the stronger bottleneck of §9.12, which also runs at ρ = 0 and 0.5 on both draws (39 runs); a "
-                     "ResNet image tower that learns shape"),
+                     "the stronger bottleneck of §9.12, which also runs at ρ = 0 and 0.5 on both draws (39 runs), and "
+                     "the grid's 20, 60 and 80 % cells and 40 % per caption on the second draw (32 runs); a ResNet "
+                     "image tower that learns shape"),
         data=DataSpec(n_train=2500, n_val=300, n_test=1000, image_size=64, train_captions=2),
         base=(*_CONV_MODEL, "train.epochs=10", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=50", "train.device=cpu"),
@@ -525,10 +529,11 @@ PRESETS: dict[str, Preset] = {
               for seed in range(5) for a in ("", "beta_hundredfold") if seed or draw or a),
             *(RunSpec("disncl", "image", 0.4, seed, confound=rho, ablation="beta_hundredfold", data_seed=draw)
               for rho in (0.0, 0.5) for draw in (0, 1) for seed in range(5)),
-            # §9.13: the grid's other noisy rates on the second draw too (its seeds, every method), so that the
-            # per-rate comparisons can be verdicts.
+            # §9.13: the grid's other noisy cells on the second draw too (its seeds, every method), so that the
+            # per-cell comparisons can be verdicts.
             *(RunSpec(m, "image", rate, seed, data_seed=1) for rate in (0.6, 0.2, 0.8) for m in METHOD_NAMES
               for seed in (0, 1)),
+            *(RunSpec(m, "caption", 0.4, seed, data_seed=1) for m in METHOD_NAMES for seed in (0, 1)),
         ),
         confound_variants=("beta_hundredfold",),
         second_draw=True,
@@ -555,7 +560,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.12 variants: 580 runs, about 15 h 35 min on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.13 variants: 616 runs, about 16 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
@@ -709,5 +714,10 @@ PRESETS["standard-variants"] = replace(
         # ... and at 60-80 % noise, whether the compression also keeps the noisy pairs' idiosyncrasies out.
         *(RunSpec("disncl", "image", rate, seed, ablation="beta_hundredfold") for rate in (0.6, 0.8)
           for seed in (0, 1)),
+        # §9.13: the flagged pairs re-paired across the training set (Eq. 6k) at 60 % and 40 %, with a stricter bar
+        # at 60 %; the converged mixture with a monotone posterior (Eq. 6l) at 80 %.
+        *(RunSpec("disncl", "image", rate, seed, ablation="repair_flagged") for rate in (0.6, 0.4) for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.6, seed, ablation="repair_strict") for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.8, seed, ablation="monotone_converged") for seed in (0, 1)),
     ),
 )

@@ -119,6 +119,9 @@ class SplitConfig:
     # Eq. 6l: the clean probability refitted to never rise with the loss (isotonic regression); off by default
     # (bench variant ``monotone_converged`` with a converged mixture, docs/method.md §9.13).
     monotone: bool = False
+    # Eq. 6m: a method with two spaces (DisNCL's MII and full) trusts a pair only as far as the mixtures of both
+    # do, w = min(w_selection, w_other); off by default (bench variant ``agree_split``, docs/method.md §9.13).
+    agree: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.repair_quantile <= 1.0:

@@ -81,18 +81,28 @@ def score_embeddings(
     """:func:`score_training_pairs` on embeddings already computed; ``previous`` (the last epoch's clean
     probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c); ``split.oracle`` replaces the fit by
     the ground truth."""
-    img, txt = emb.space(cfg.selection_space())
-    if cfg.split_score() == "cosine":
-        loss = pair_distance(img, txt, pairs)
-    else:
-        loss = per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
+    loss = split_scores(emb, cfg.selection_space(), pairs, cfg)
     if cfg.split.oracle:
         prob = initial_clean_prob(cfg, pairs)
     else:
         prob = clean_probability(loss, cfg.split).astype(np.float32)
+        if cfg.split.agree:
+            # Eq. 6m: trusted only where the method's other space trusts the pair too.
+            other = "full" if cfg.selection_space() == "mii" else "mii"
+            if other in get_method(cfg.train.method).spaces:
+                prob = np.minimum(prob, clean_probability(split_scores(emb, other, pairs, cfg), cfg.split)).astype(
+                    np.float32)
         if previous is not None:
             prob = smooth_clean_probability(previous, prob, cfg.split.ema)
     return pair_table(emb, pairs, loss, prob, cfg.selection_space()), prob
+
+
+def split_scores(emb: Embeddings, space: str, pairs: NoisyPairs, cfg: RunConfig) -> np.ndarray:
+    """What the split's mixture is fitted on in ``space``: the pair distance (Eq. 6e) or Eq. 6's per-pair loss."""
+    img, txt = emb.space(space)
+    if cfg.split_score() == "cosine":
+        return pair_distance(img, txt, pairs)
+    return per_pair_loss(img, txt, pairs, cfg.split.tau, cfg.train.batch_size, cfg.train.seed)
 
 
 class _RowRange:
