@@ -277,7 +277,8 @@ ABLATION_LABELS = {
     "repair_strict": "variant: Eq. 6k with a stricter bar, as close as the closest tenth of the trusted pairs",
     "monotone_converged": "variant: the split's mixture fitted to convergence (200 EM iterations, tolerance 1e-5) "
                           "with a clean probability that never rises with the distance (Eq. 6l)",
-    "agree_split": "variant: a pair trusted only as far as the mixtures of both spaces, MII and full, trust it (Eq. 6m)",
+    "agree_split": "variant: a pair trusted only as far as the mixtures of both spaces, MII and full, trust it "
+                   "(Eq. 6m)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
