@@ -31,6 +31,14 @@ def _train(args: argparse.Namespace) -> int:
         if out is None:
             raise ConfigError("--resume needs --out RUN_DIR (or --config) to know which run to continue")
         config_path = str(RunDir(out).config)
+    if args.choose:
+        from disncl.train.choose import choose, format_choice
+
+        if args.resume or args.stop_after_epoch is not None:
+            raise ConfigError("--choose resumes unfinished candidates by itself and trains each to the end; "
+                              "drop --resume / --stop-after-epoch")
+        print(format_choice(choose(config_path, overrides, args.choose, progress=not args.no_progress)))
+        return 0
     cfg = load_config(config_path, overrides)
     run = train(cfg, resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after_epoch)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every process gets here; one line is enough
@@ -84,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--stop-after-epoch", type=int, metavar="N",
                    help="checkpoint and stop once N epochs are done (continue later with --resume)")
+    t.add_argument("--choose", action="append", metavar="SECTION.KEY=V1,V2",
+                   help="train one run per value (repeat for a grid) under --out and keep the one with the best "
+                        "validation rSum; writes OUT/choice.json (re-run to finish interrupted candidates)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 
