@@ -561,7 +561,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.13 variants: 616 runs, about 16 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.13 variants: 630 runs, about 16 h 50 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
@@ -720,5 +720,10 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", rate, seed, ablation="repair_flagged") for rate in (0.6, 0.4) for seed in (0, 1)),
         *(RunSpec("disncl", "image", 0.6, seed, ablation="repair_strict") for seed in (0, 1)),
         *(RunSpec("disncl", "image", 0.8, seed, ablation="monotone_converged") for seed in (0, 1)),
+        # ... and a pair trusted only where both spaces trust it (Eq. 6m) at 60-80 %, and at every focus seed of
+        # both draws, where its seeds 0-1 were ahead on validation.
+        *(RunSpec("disncl", "image", rate, seed, ablation="agree_split") for rate in (0.8, 0.6) for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.4, seed, ablation="agree_split", data_seed=draw) for draw in (0, 1)
+          for seed in range(5)),
     ),
 )
