@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from disncl.config import ConfigError, RunConfig, load_config
+from disncl.config import ConfigError, load_config
 from disncl.io import atomic_write_json
 from disncl.train.run_dir import RunDir
 from disncl.train.state import find_checkpoint
@@ -52,21 +52,17 @@ def candidate_name(overrides: list[str]) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]", "_", ",".join(overrides))
 
 
-def _finished(cfg: RunConfig) -> tuple[bool, bool]:
-    """(has a checkpoint, has trained every epoch) for the run at ``cfg.train.out``."""
-    ckpt = find_checkpoint(RunDir(cfg.train.out).last)
-    if ckpt is None:
-        return False, False
-    state = json.loads((ckpt / "train_state.json").read_text(encoding="utf-8"))
-    return True, state["epoch"] >= cfg.train.epochs
+def _train_state(run: Path) -> dict[str, Any] | None:
+    """The training state of the run's last complete checkpoint, or None where it has none yet."""
+    ckpt = find_checkpoint(RunDir(run).last)
+    return None if ckpt is None else json.loads((ckpt / "train_state.json").read_text(encoding="utf-8"))
 
 
 def best_validation(run: Path) -> tuple[float, int]:
-    """The best validation rSum a finished run kept its ``best/`` checkpoint on, and that epoch."""
-    ckpt = find_checkpoint(RunDir(run).last)
-    if ckpt is None:
+    """The best validation rSum a run kept its ``best/`` checkpoint on, and that epoch."""
+    state = _train_state(run)
+    if state is None:
         raise FileNotFoundError(f"{run}: no complete checkpoint; train it first")
-    state = json.loads((ckpt / "train_state.json").read_text(encoding="utf-8"))
     return float(state["best_score"]), int(state["best_epoch"])
 
 
@@ -82,9 +78,9 @@ def choose(config_path: str | None, overrides: list[str], specs: list[str], prog
     for extra in candidate_overrides(choices):
         cfg = load_config(config_path, [*overrides, *extra])
         cfg = replace(cfg, train=replace(cfg.train, out=str(root / candidate_name(extra))))
-        started, done = _finished(cfg)
-        if not done:
-            train(cfg, resume=started, progress=progress)
+        state = _train_state(Path(cfg.train.out))
+        if state is None or state["epoch"] < cfg.train.epochs:
+            train(cfg, resume=state is not None, progress=progress)
         score, epoch = best_validation(Path(cfg.train.out))
         rows.append({"overrides": extra, "run": cfg.train.out, "best_val_rsum": score, "best_epoch": epoch,
                      "selection_space": cfg.selection_space()})
