@@ -474,3 +474,45 @@ def test_a_grid_rate_run_on_both_draws_gets_a_per_draw_row_and_a_verdict_line():
     results = [r for r in results if r["spec"]["data_seed"] == 0]
     assert "60% per image, draw 2" not in Report(preset, results).rate_table()
     assert "at 60% per-image noise, DisNCL vs SREM" not in "\n".join(Report(preset, results).verdicts())
+
+
+def test_the_convergence_check_pairs_each_method_with_its_own_short_run_and_gives_long_schedule_verdicts():
+    from dataclasses import replace
+
+    from disncl.bench.presets import LONG_SCHEDULE, RunSpec
+    from disncl.bench.report import Report
+
+    long_runs = tuple(RunSpec(m, "image", 0.2, s, ablation=LONG_SCHEDULE, data_seed=d)
+                      for m in ("srem", "disncl") for s in (0, 1) for d in (0, 1))
+    preset = replace(PRESETS["standard"], methods=("infonce", "srem", "disncl"), noise_rates=(0.2,), ablations=(),
+                     variants=(), caption_rates=(), confounds=(0.0,), extra_runs=long_runs)
+
+    def run(method: str, seed: int, draw: int, value: float, curve: list[float], ablation: str = "") -> dict:
+        r = _result(method, seed, value, ablation, data_seed=draw)
+        r["spec"]["noise_rate"] = 0.2
+        space = "mii" if method == "disncl" else "full"
+        r["training"] = {"curve": [{"val_rsum": {space: v, "full": v}} for v in curve]}
+        return r
+
+    short, long = [10.0, 20.0, 30.0, 40.0, 50.0], [10.0, 30.0, 45.0, 50.0, 50.0, 49.0, 50.0]
+    results = [run(m, s, d, v + s, short) for d in (0, 1) for s in (0, 1) for m, v in (("srem", 300.0),
+                                                                                        ("disncl", 290.0))]
+    # With the longer schedule DisNCL leads SREM on every seed of both draws (by 5, then 5 and 15).
+    results += [run(m, s, d, v + s + 10.0 * (m == "disncl" and d and s), long, LONG_SCHEDULE)
+                for d in (0, 1) for s in (0, 1) for m, v in (("srem", 300.0), ("disncl", 305.0))]
+    report = Report(preset, results)
+    assert report.schedule_rates() == [0.2]
+    table = report.schedule_table()
+    # Selected epoch 5 of 5 and 4 of 7; the change over the last 3 epochs +30 short, 0 long; test 290.5 → 305.5.
+    assert "| DisNCL | 20%, draw 1 | 0, 1 | 5.0 ± 0.0 | 4.0 ± 0.0 | +30.0 ± 0.0 | +0.0 ± 0.0 |" in table
+    assert "| 290.5 ± 0.7 | 305.5 ± 0.7 | +15.0 ± 0.0 |" in table
+    assert "InfoNCE" not in table
+    diffs = report.schedule_diffs_table()
+    assert "| 20% per image | +5.0 ± 0.0 (leads) | +10.0 ± 7.1 (leads) | leads |" in diffs
+    verdicts = "\n".join(report.verdicts())
+    assert ("**Verdict** at 20% per-image noise with 20 epochs, DisNCL vs SREM: ahead on every seed of both data draws "
+            "(draw 1: leads (+5.0 ± 0.0, 2 seeds); draw 2: leads (+10.0 ± 7.1, 2 seeds)).") in verdicts
+    # At 10 epochs the same seeds trail (-10 on every seed of both draws).
+    assert "**Verdict** at 20% per-image noise, DisNCL vs SREM: behind on every seed of both data draws" in verdicts
+    # The long runs are not also variants in the cells table.
+    assert "long_schedule" not in report.cells_table()

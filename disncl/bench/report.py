@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 
 from disncl.bench.presets import (  # noqa: E402
     ABLATION_LABELS,
+    LONG_SCHEDULE,
+    LONG_SCHEDULE_EPOCHS,
     ORACLE,
     ORACLE_AFTER_WARMUP,
     Preset,
@@ -33,9 +35,9 @@ from disncl.io import atomic_write, atomic_write_text  # noqa: E402
 from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
 
 LABELS = {name: m.label for name, m in METHODS.items()}
-# Extra runs that are not variants of a cell (the defaults elsewhere, and the perfect-detector references, which
-# have their own table): the cells table leaves them out.
-NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP})
+# Extra runs that are not variants of a cell (the defaults elsewhere, and the perfect-detector references and the
+# convergence check, which have their own tables): the cells table leaves them out.
+NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP, LONG_SCHEDULE})
 COLOURS = {name: m.colour for name, m in METHODS.items()}
 CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
 # Convergence is read from the change in validation rSum over this many final epochs.
@@ -300,11 +302,61 @@ class Report:
              for r in self.focus(other, other_ablation, draw, confound)}
         return [b[seed] - a[seed] for seed in sorted(a.keys() & b.keys())]
 
-    def rate_diffs(self, kind: str, rate: float, method: str, draw: int) -> list[float]:
-        """DisNCL (own space) minus ``method`` at a grid cell on ``draw``, paired by seed."""
-        ours = {r["spec"]["seed"]: rsum(r) for r in self.cell("disncl", kind, rate, draw=draw)}
-        theirs = {r["spec"]["seed"]: rsum(r) for r in self.cell(method, kind, rate, draw=draw)}
+    def rate_diffs(self, kind: str, rate: float, method: str, draw: int, ablation: str = "") -> list[float]:
+        """DisNCL (own space) minus ``method`` at a grid cell on ``draw``, paired by seed; ``ablation`` the variant
+        both ran (the convergence check's longer schedule)."""
+        ours = {r["spec"]["seed"]: rsum(r) for r in self.cell("disncl", kind, rate, ablation, draw=draw)}
+        theirs = {r["spec"]["seed"]: rsum(r) for r in self.cell(method, kind, rate, ablation, draw=draw)}
         return [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
+
+    def schedule_rates(self) -> list[float]:
+        """The per-image noise rates the convergence check (``LONG_SCHEDULE``) runs at."""
+        return sorted({s.noise_rate for s in self.preset.extra_runs_resolved() if s.ablation == LONG_SCHEDULE})
+
+    def schedule_table(self) -> str:
+        """Per method, rate and draw: the preset's schedule against the longer one, by seed — the selected epoch,
+        the change over the last epochs and test rSum."""
+        rows = []
+        for rate in self.schedule_rates():
+            for k, draw in enumerate(self.preset.draws):
+                for method in self.methods:
+                    short = {r["spec"]["seed"]: r for r in self.cell(method, "image", rate, draw=draw)}
+                    long = {r["spec"]["seed"]: r for r in self.cell(method, "image", rate, LONG_SCHEDULE, draw=draw)}
+                    seeds = sorted(short.keys() & long.keys())
+                    if not seeds:
+                        continue
+                    curves = [[_val_curve(runs[s]) for s in seeds] for runs in (short, long)]
+                    rows.append([
+                        LABELS[method], f"{rate:.0%}, draw {k + 1}", ", ".join(map(str, seeds)),
+                        *(stat(float(np.argmax(c) + 1) for c in cs) for cs in curves),
+                        *(signed([float(c[-1] - c[-1 - LAST_EPOCHS]) for c in cs]) for cs in curves),
+                        stat(rsum(short[s]) for s in seeds), stat(rsum(long[s]) for s in seeds),
+                        signed([rsum(long[s]) - rsum(short[s]) for s in seeds]),
+                    ])
+        n = LONG_SCHEDULE_EPOCHS
+        return _table(["method", "per-image noise, draw", "seeds", "selected epoch (of 10)", f"selected epoch (of {n})",
+                       f"val change over the last {LAST_EPOCHS} epochs, 10 epochs", f"… {n} epochs",
+                       "test rSum, 10 epochs", f"… {n} epochs", f"Δ test ({n} − 10)"], rows)
+
+    def schedule_diffs_table(self) -> str:
+        """DisNCL minus each baseline with the longer schedule, paired by seed, per rate and draw, and whether the
+        sign holds on both draws."""
+        rows = []
+        baselines = [m for m in self.methods if m != "disncl" and METHODS[m].uses_split]
+        for rate in self.schedule_rates():
+            row = [f"{rate:.0%} per image"]
+            for method in baselines:
+                per_draw = [self.rate_diffs("image", rate, method, d, LONG_SCHEDULE) for d in self.preset.draws]
+                kinds = [classify(d) if len(d) >= 2 else "" for d in per_draw]
+                row += [f"{signed(d)} ({kind})" if d else "—" for d, kind in zip(per_draw, kinds, strict=True)]
+                agreed = kinds[0] in ("leads", "trails") and len(set(kinds)) == 1
+                row.append(kinds[0] if agreed else "no verdict")
+            rows.append(row)
+        header = ["cell"]
+        for method in baselines:
+            header += [f"DisNCL − {LABELS[method]}, draw {k + 1}" for k in range(len(self.preset.draws))]
+            header.append("verdict")
+        return _table(header, rows)
 
     def _rate_cells(self) -> list[tuple[str, float]]:
         cells = [("image", rate) for rate in self.preset.noise_rates if rate > 0]
@@ -582,6 +634,14 @@ class Report:
                 kinds = [classify(d) for d in per_draw]
                 out.append(_both_draws(f"at {rate:.0%} per-{kind} noise, DisNCL vs {LABELS[method]}", kinds,
                                        _seen(kinds, per_draw)))
+        for rate in self.schedule_rates():
+            for method in (m for m in self.methods if m != "disncl" and METHODS[m].uses_split):
+                per_draw = [self.rate_diffs("image", rate, method, d, LONG_SCHEDULE) for d in draws]
+                if len(draws) < 2 or any(len(d) < 2 for d in per_draw):
+                    continue
+                kinds = [classify(d) for d in per_draw]
+                out.append(_both_draws(f"at {rate:.0%} per-image noise with {LONG_SCHEDULE_EPOCHS} epochs, DisNCL vs "
+                                       f"{LABELS[method]}", kinds, _seen(kinds, per_draw)))
         for rate in self.preset.noise_rates:
             cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
             if all(v == v for v in cells.values()):
@@ -625,6 +685,8 @@ class Report:
                                        lambda r, s: auroc(r), spaces_for_disncl=("mii",), skip_zero=True),
                    self._plot_cost(folder / "cost.png"),
                    self._plot_curves(folder / "val_curves.png")]
+        if self.schedule_rates():
+            written.append(self._plot_schedules(folder / "long_schedule.png"))
         tsne = self._plot_tsne(folder / "tsne_mii_mei.png")
         return written + ([tsne] if tsne else [])
 
@@ -679,6 +741,26 @@ class Report:
             ax.set(xlabel="epoch", ylabel="validation rSum (selection space)", title=f"{rate:.0%} per-image noise")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
+        return _save(fig, path)
+
+    def _plot_schedules(self, path: Path) -> Path:
+        """Validation rSum per epoch (mean over the seeds of both draws) with the preset's schedule (dashed) and
+        the convergence check's longer one (solid), per rate it runs at."""
+        rates = self.schedule_rates()
+        fig, axes = plt.subplots(1, len(rates), figsize=(5.5 * len(rates), 4), squeeze=False)
+        for ax, rate in zip(axes[0], rates, strict=True):
+            for method in self.methods:
+                for ablation, ls in (("", "--"), (LONG_SCHEDULE, "-")):
+                    curves = [_val_curve(r) for d in self.preset.draws
+                              for r in self.cell(method, "image", rate, ablation, draw=d)]
+                    if not curves or not self.cell(method, "image", rate, LONG_SCHEDULE):
+                        continue
+                    n = min(len(c) for c in curves)
+                    ax.plot(np.arange(1, n + 1), np.mean([c[:n] for c in curves], axis=0), ls=ls,
+                            color=COLOURS[method], label=f"{LABELS[method]}, {n} epochs ({len(curves)} runs)")
+            ax.set(xlabel="epoch", ylabel="validation rSum (selection space)", title=f"{rate:.0%} per-image noise")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
         return _save(fig, path)
 
     def _plot_cost(self, path: Path) -> Path:
@@ -816,6 +898,15 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
               "", rep.detector_table(), ""]
     lines += ["## Convergence", "", "Validation rSum per epoch; the checkpoint kept is the best validation epoch.", "",
               rep.convergence_table(), "", f"![validation curves]({rel['val_curves.png']})", ""]
+    if rep.schedule_rates():
+        lines += [f"## The convergence check: {LONG_SCHEDULE_EPOCHS} epochs (docs/method.md §9.14)", "",
+                  f"Every method with a split, today's defaults, trained {LONG_SCHEDULE_EPOCHS} epochs instead of 10 "
+                  "(the cosine schedule stretched with them, the split's warm-up still 3 epochs) on both data "
+                  "draws: do the noisy runs flatten out, and do the verdicts stand when they do? Against the "
+                  "10-epoch runs of the same seed and noise draw:", "", rep.schedule_table(), "",
+                  f"DisNCL minus each baseline at {LONG_SCHEDULE_EPOCHS} epochs, paired by seed (InfoNCE, which "
+                  "peaks in its first epochs and then fits the noise, is left out):", "",
+                  rep.schedule_diffs_table(), "", f"![longer schedule]({rel['long_schedule.png']})", ""]
     lines += [f"## {preset.focus_rate:.0%} per-image noise over seeds {list(preset.focus_seeds)}: accuracy and cost",
               "", rep.focus_table(), "", f"![cost]({rel['cost.png']})", ""]
     if preset.ablations:
