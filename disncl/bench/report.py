@@ -343,7 +343,7 @@ class Report:
         sign holds on both draws."""
         rows = []
         baselines = [m for m in self.methods if m != "disncl" and METHODS[m].uses_split]
-        for rate in self.schedule_rates():
+        for rate in (r for r in self.schedule_rates() if r > 0):
             row = [f"{rate:.0%} per image"]
             for method in baselines:
                 per_draw = [self.rate_diffs("image", rate, method, d, LONG_SCHEDULE) for d in self.preset.draws]
@@ -634,7 +634,7 @@ class Report:
                 kinds = [classify(d) for d in per_draw]
                 out.append(_both_draws(f"at {rate:.0%} per-{kind} noise, DisNCL vs {LABELS[method]}", kinds,
                                        _seen(kinds, per_draw)))
-        for rate in self.schedule_rates():
+        for rate in (r for r in self.schedule_rates() if r > 0):
             for method in (m for m in self.methods if m != "disncl" and METHODS[m].uses_split):
                 per_draw = [self.rate_diffs("image", rate, method, d, LONG_SCHEDULE) for d in draws]
                 if len(draws) < 2 or any(len(d) < 2 for d in per_draw):
@@ -655,6 +655,12 @@ class Report:
             out.append(f"{rate:.0%} noise: DisNCL {ours:.1f} is {ours / clean:.0%} of its clean rSum ({clean:.1f}); "
                        f"with a perfect detector from the first epoch it reaches {perfect:.1f} "
                        f"({perfect / clean:.0%}).")
+        long_clean = _mean(rsum(r) for r in self.cell("disncl", "image", 0.0, LONG_SCHEDULE))
+        for rate in (r for r in self.schedule_rates() if r > 0 and long_clean == long_clean):
+            ours = _mean(rsum(r) for d in draws for r in self.cell("disncl", "image", rate, LONG_SCHEDULE, draw=d))
+            n = LONG_SCHEDULE_EPOCHS
+            out.append(f"{rate:.0%} noise with {n} epochs: DisNCL {ours:.1f} (both draws) is "
+                       f"{ours / long_clean:.0%} of its clean rSum at {n} epochs ({long_clean:.1f}).")
         for ablation in (*self.preset.ablations, *self.preset.variants):
             base = variant_base("disncl", ablation)
             diffs = self.paired("disncl", base, "disncl", ablation)
