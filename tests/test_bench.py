@@ -476,7 +476,7 @@ def test_a_grid_rate_run_on_both_draws_gets_a_per_draw_row_and_a_verdict_line():
     assert "at 60% per-image noise, DisNCL vs SREM" not in "\n".join(Report(preset, results).verdicts())
 
 
-def test_the_convergence_check_pairs_each_method_with_its_own_short_run_and_gives_long_schedule_verdicts():
+def test_the_convergence_check_pairs_each_method_with_its_own_short_run_and_gives_long_schedule_verdicts(tmp_path):
     from dataclasses import replace
 
     from disncl.bench.presets import LONG_SCHEDULE, RunSpec

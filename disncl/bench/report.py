@@ -350,7 +350,7 @@ class Report:
                 kinds = [classify(d) if len(d) >= 2 else "" for d in per_draw]
                 row += [f"{signed(d)} ({kind})" if d else "—" for d, kind in zip(per_draw, kinds, strict=True)]
                 agreed = kinds[0] in ("leads", "trails") and len(set(kinds)) == 1
-                row.append(kinds[0] if agreed else "no verdict")
+                row.append("—" if not all(kinds) else kinds[0] if agreed else "no verdict")
             rows.append(row)
         header = ["cell"]
         for method in baselines:
@@ -658,6 +658,8 @@ class Report:
         long_clean = _mean(rsum(r) for r in self.cell("disncl", "image", 0.0, LONG_SCHEDULE))
         for rate in (r for r in self.schedule_rates() if r > 0 and long_clean == long_clean):
             ours = _mean(rsum(r) for d in draws for r in self.cell("disncl", "image", rate, LONG_SCHEDULE, draw=d))
+            if ours != ours:
+                continue
             n = LONG_SCHEDULE_EPOCHS
             out.append(f"{rate:.0%} noise with {n} epochs: DisNCL {ours:.1f} (both draws) is "
                        f"{ours / long_clean:.0%} of its clean rSum at {n} epochs ({long_clean:.1f}).")
@@ -753,8 +755,12 @@ class Report:
         """Validation rSum per epoch (mean over the seeds of both draws) with the preset's schedule (dashed) and
         the convergence check's longer one (solid), per rate it runs at."""
         rates = self.schedule_rates()
-        fig, axes = plt.subplots(1, len(rates), figsize=(5.5 * len(rates), 4), squeeze=False)
-        for ax, rate in zip(axes[0], rates, strict=True):
+        cols = min(3, len(rates))
+        rows = -(-len(rates) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+        for ax in axes.flat[len(rates):]:
+            ax.set_visible(False)
+        for ax, rate in zip(axes.flat, rates, strict=False):
             for method in self.methods:
                 for ablation, ls in (("", "--"), (LONG_SCHEDULE, "-")):
                     curves = [_val_curve(r) for d in self.preset.draws
