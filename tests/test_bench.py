@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from disncl.bench.presets import ABLATIONS, PRESETS, VARIANTS, RunSpec
+from disncl.bench.presets import ABLATIONS, LONG_SCHEDULE, PRESETS, VARIANTS, RunSpec
 from disncl.bench.report import signed, stat
 from disncl.cli import main
 from disncl.config import load_config
@@ -71,7 +71,12 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     split_variants = {"repair_flagged": {"repair": True}, "repair_strict": {"repair": True, "repair_quantile": 0.1},
                       "monotone_converged": {"max_iter": 200, "tol": 1e-5, "monotone": True},
                       "agree_split": {"agree": True}}
-    older = VARIANTS - set(bottleneck) - {"mii_half"} - set(split_variants)
+    older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE} - set(split_variants)
+    # §9.14's convergence check: today's defaults with twice the epochs, for every method.
+    for method in ("disncl", "ncr", "srem", "infonce"):
+        assert config(LONG_SCHEDULE, method) == replace(config("", method), train=replace(
+            config("", method).train, epochs=2 * preset.epochs)), method
+        assert variant_base(method, LONG_SCHEDULE) == ""
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
     on_defaults = {"detached_warmup", "joint_heads", "converged_mixture", "oracle_split", "oracle_after_warmup",
@@ -479,7 +484,6 @@ def test_a_grid_rate_run_on_both_draws_gets_a_per_draw_row_and_a_verdict_line():
 def test_the_convergence_check_pairs_each_method_with_its_own_short_run_and_gives_long_schedule_verdicts(tmp_path):
     from dataclasses import replace
 
-    from disncl.bench.presets import LONG_SCHEDULE, RunSpec
     from disncl.bench.report import Report
 
     long_runs = tuple(RunSpec(m, "image", 0.2, s, ablation=LONG_SCHEDULE, data_seed=d)

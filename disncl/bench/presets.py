@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from disncl.methods import METHOD_NAMES
+from disncl.train.config import TrainConfig
 
 # The MI penalty of the defaults until §9.8 (Eq. 8b), and their Eq. 5 α_min, kept by every variant
 # measured on them.
@@ -383,6 +384,12 @@ class Preset:
     def draws(self) -> tuple[int, ...]:
         """Generator seeds of the data draws: the preset's own, then (``second_draw``) the next one."""
         return (self.data.seed, self.data.seed + 1) if self.second_draw else (self.data.seed,)
+
+    @property
+    def epochs(self) -> int:
+        """The training epochs of the preset's runs (``train.epochs`` in ``base``; the trainer's default if unset)."""
+        given = [o.split("=", 1)[1] for o in self.base if o.startswith("train.epochs=")]
+        return int(given[-1]) if given else TrainConfig.epochs
 
     def with_data_seed(self, seed: int) -> Preset:
         """The same grid on another draw of the synthetic data (``bench --data-seed``)."""

@@ -333,10 +333,10 @@ class Report:
                         stat(rsum(short[s]) for s in seeds), stat(rsum(long[s]) for s in seeds),
                         signed([rsum(long[s]) - rsum(short[s]) for s in seeds]),
                     ])
-        n = LONG_SCHEDULE_EPOCHS
-        return _table(["method", "per-image noise, draw", "seeds", "selected epoch (of 10)", f"selected epoch (of {n})",
-                       f"val change over the last {LAST_EPOCHS} epochs, 10 epochs", f"… {n} epochs",
-                       "test rSum, 10 epochs", f"… {n} epochs", f"Δ test ({n} − 10)"], rows)
+        n, m = LONG_SCHEDULE_EPOCHS, self.preset.epochs
+        return _table(["method", "per-image noise, draw", "seeds", f"selected epoch (of {m})",
+                       f"selected epoch (of {n})", f"val change over the last {LAST_EPOCHS} epochs, {m} epochs",
+                       f"… {n} epochs", f"test rSum, {m} epochs", f"… {n} epochs", f"Δ test ({n} − {m})"], rows)
 
     def schedule_diffs_table(self) -> str:
         """DisNCL minus each baseline with the longer schedule, paired by seed, per rate and draw, and whether the
@@ -762,10 +762,14 @@ class Report:
             ax.set_visible(False)
         for ax, rate in zip(axes.flat, rates, strict=False):
             for method in self.methods:
+                # The preset's runs of the seeds the longer schedule ran, so both curves average the same runs.
+                paired = {(d, r["spec"]["seed"]) for d in self.preset.draws
+                          for r in self.cell(method, "image", rate, LONG_SCHEDULE, draw=d)}
                 for ablation, ls in (("", "--"), (LONG_SCHEDULE, "-")):
                     curves = [_val_curve(r) for d in self.preset.draws
-                              for r in self.cell(method, "image", rate, ablation, draw=d)]
-                    if not curves or not self.cell(method, "image", rate, LONG_SCHEDULE):
+                              for r in self.cell(method, "image", rate, ablation, draw=d)
+                              if (d, r["spec"]["seed"]) in paired]
+                    if not curves:
                         continue
                     n = min(len(c) for c in curves)
                     ax.plot(np.arange(1, n + 1), np.mean([c[:n] for c in curves], axis=0), ls=ls,
@@ -912,10 +916,11 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
               rep.convergence_table(), "", f"![validation curves]({rel['val_curves.png']})", ""]
     if rep.schedule_rates():
         lines += [f"## The convergence check: {LONG_SCHEDULE_EPOCHS} epochs (docs/method.md §9.14)", "",
-                  f"Every method with a split, today's defaults, trained {LONG_SCHEDULE_EPOCHS} epochs instead of 10 "
+                  f"Every method with a split, today's defaults, trained {LONG_SCHEDULE_EPOCHS} epochs instead of "
+                  f"{preset.epochs} "
                   "(the cosine schedule stretched with them, the split's warm-up still 3 epochs) on both data "
                   "draws: do the noisy runs flatten out, and do the verdicts stand when they do? Against the "
-                  "10-epoch runs of the same seed and noise draw:", "", rep.schedule_table(), "",
+                  f"{preset.epochs}-epoch runs of the same seed and noise draw:", "", rep.schedule_table(), "",
                   f"DisNCL minus each baseline at {LONG_SCHEDULE_EPOCHS} epochs, paired by seed (InfoNCE, which "
                   "peaks in its first epochs and then fits the noise, is left out):", "",
                   rep.schedule_diffs_table(), "", f"![longer schedule]({rel['long_schedule.png']})", ""]
