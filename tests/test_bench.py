@@ -71,7 +71,9 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     split_variants = {"repair_flagged": {"repair": True}, "repair_strict": {"repair": True, "repair_quantile": 0.1},
                       "monotone_converged": {"max_iter": 200, "tol": 1e-5, "monotone": True},
                       "agree_split": {"agree": True}}
-    older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE} - set(split_variants)
+    older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long"} - set(split_variants)
+    assert config("oracle_long") == replace(config("oracle_split"), train=replace(
+        config("oracle_split").train, epochs=2 * preset.epochs))
     # §9.14's convergence check: today's defaults with twice the epochs, for every method.
     for method in ("disncl", "ncr", "srem", "infonce"):
         assert config(LONG_SCHEDULE, method) == replace(config("", method), train=replace(
