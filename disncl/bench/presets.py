@@ -505,7 +505,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "standard": Preset(
         name="standard",
-        description=("273 runs, about 5 h 40 min on a 2-core CPU (two runs at a time, one thread each; 1.9 min a "
+        description=("291 runs, about 6 h 25 min on a 2-core CPU (two runs at a time, one thread each; 1.9 min a "
                      "10-epoch run, 4.3-5.5 min a 20-epoch one; about 13 h on the slower machine of docs/method.md "
                      "§9.7): "
                      "the focus cells of both data draws first (60 runs: every method at 5 seeds, the pre-§9.4 "
@@ -516,7 +516,8 @@ PRESETS: dict[str, Preset] = {
                      "the stronger bottleneck of §9.12, which also runs at ρ = 0 and 0.5 on both draws (39 runs), and "
                      "the grid's 20, 60 and 80 % cells and 40 % per caption on the second draw (32 runs), and the "
                      "convergence check, every method with a split at 20 epochs at 20-80 % on both draws and every "
-                     "method on clean data (56 runs, about 2 h 15 min); a ResNet image tower that learns shape"),
+                     "method on clean data, and the 40 % cell at all five focus seeds of both draws (74 runs, "
+                     "about 3 h); a ResNet image tower that learns shape"),
         data=DataSpec(n_train=2500, n_val=300, n_test=1000, image_size=64, train_captions=2),
         base=(*_CONV_MODEL, "train.epochs=10", "train.warmup_epochs=3", "train.batch_size=128",
               "train.lr=0.002", "train.lr_warmup_steps=50", "train.device=cpu"),
@@ -589,7 +590,7 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.13 variants, with §9.14's convergence check: 688 runs, about 19 h on a 2-core CPU "
+                 "§9.8-9.13 variants, with §9.14's convergence check: 706 runs, about 19 h 45 min on a 2-core CPU "
                  "(docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
