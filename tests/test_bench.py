@@ -522,3 +522,27 @@ def test_the_convergence_check_pairs_each_method_with_its_own_short_run_and_give
     assert "**Verdict** at 20% per-image noise, DisNCL vs SREM: behind on every seed of both data draws" in verdicts
     # The long runs are not also variants in the cells table.
     assert "long_schedule" not in report.cells_table()
+
+
+def test_mii_against_full_at_convergence_is_a_verdict_only_with_every_focus_seed_of_both_draws():
+    from dataclasses import replace
+
+    from disncl.bench.report import Report
+
+    long_runs = tuple(RunSpec("disncl", "image", 0.4, s, ablation=LONG_SCHEDULE, data_seed=d)
+                      for s in (0, 1, 2) for d in (0, 1))
+    preset = replace(PRESETS["standard"], methods=("srem", "disncl"), noise_rates=(0.4,), ablations=(), variants=(),
+                     caption_rates=(), confounds=(0.0,), focus_seeds=(0, 1, 2), extra_runs=long_runs)
+    # MII ahead of full by 2, 3, 4 on draw 1; on draw 2 by 1 and 2, then behind by 1.
+    gaps = {0: (2.0, 3.0, 4.0), 1: (1.0, 2.0, -1.0)}
+    results = [_result("disncl", s, 400.0 + gaps[d][s], LONG_SCHEDULE, data_seed=d, full=400.0)
+               for d in (0, 1) for s in (0, 1, 2)]
+    where = "at 40% per-image noise with 20 epochs, DisNCL: MII vs full features"
+    verdicts = "\n".join(Report(preset, results).verdicts())
+    assert (f"No verdict {where}: draw 1: leads (+3.0 ± 1.0, 3 seeds); draw 2: mixed (+0.7 ± 1.5, 3 "
+            "seeds).") in verdicts
+    results[-1]["evaluation"]["retrieval"]["mii"]["rsum"] = 403.0
+    verdicts = "\n".join(Report(preset, results).verdicts())
+    assert f"**Verdict** {where}: ahead on every seed of both data draws" in verdicts
+    # A focus seed missing on one draw: no line, since a verdict needs every seed.
+    assert where not in "\n".join(Report(preset, results[:-1]).verdicts())

@@ -642,6 +642,13 @@ class Report:
                 kinds = [classify(d) for d in per_draw]
                 out.append(_both_draws(f"at {rate:.0%} per-image noise with {LONG_SCHEDULE_EPOCHS} epochs, DisNCL vs "
                                        f"{LABELS[method]}", kinds, _seen(kinds, per_draw)))
+        # MII against full at convergence: the focus cell's comparison again, once every focus seed of both draws ran
+        # the longer schedule (is the 10-epoch tie a budget's?).
+        long_mii = [self.mii_minus_full(0.0, d, LONG_SCHEDULE) for d in draws]
+        if len(draws) > 1 and all(len(d) == len(self.preset.focus_seeds) for d in long_mii):
+            kinds = [classify(d) for d in long_mii]
+            out.append(_both_draws(f"at {f:.0%} per-image noise with {LONG_SCHEDULE_EPOCHS} epochs, DisNCL: MII vs "
+                                   "full features", kinds, _seen(kinds, long_mii)))
         for rate in self.preset.noise_rates:
             cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
             if all(v == v for v in cells.values()):
