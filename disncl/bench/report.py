@@ -121,6 +121,12 @@ def _both_draws(where: str, kinds: list[str], seen: str) -> str:
     return f"No verdict {where}: {seen}."
 
 
+def _draws_verdict(where: str, per_draw: list[list[float]]) -> str:
+    """:func:`_both_draws` on each draw's paired differences, classified and summarised here."""
+    kinds = [classify(d) for d in per_draw]
+    return _both_draws(where, kinds, _seen(kinds, per_draw))
+
+
 def _variant_name(ablation: str) -> str:
     """A variant's label as a noun phrase ("the MII bottleneck ... stronger"), for sentences and table cells."""
     return ABLATION_LABELS[ablation].removeprefix("variant: ")
@@ -621,8 +627,7 @@ class Report:
                     if (not rho and not ablation) or len(draws) < 2 or any(
                             len(d) < len(self.preset.focus_seeds) for d in per_draw):
                         continue
-                    kinds = [classify(d) for d in per_draw]
-                    out.append(_both_draws(f"{where}, {name}: {what}", kinds, _seen(kinds, per_draw)))
+                    out.append(_draws_verdict(f"{where}, {name}: {what}", per_draw))
         # The grid's other noisy cells where they ran on both draws (at least two seeds each).
         for kind, rate in self._rate_cells():
             if (kind, rate) == ("image", f) or len(draws) < 2:
@@ -631,24 +636,20 @@ class Report:
                 per_draw = [self.rate_diffs(kind, rate, method, d) for d in draws]
                 if any(len(d) < 2 for d in per_draw):
                     continue
-                kinds = [classify(d) for d in per_draw]
-                out.append(_both_draws(f"at {rate:.0%} per-{kind} noise, DisNCL vs {LABELS[method]}", kinds,
-                                       _seen(kinds, per_draw)))
+                out.append(_draws_verdict(f"at {rate:.0%} per-{kind} noise, DisNCL vs {LABELS[method]}", per_draw))
         for rate in (r for r in self.schedule_rates() if r > 0):
             for method in (m for m in self.methods if m != "disncl" and METHODS[m].uses_split):
                 per_draw = [self.rate_diffs("image", rate, method, d, LONG_SCHEDULE) for d in draws]
                 if len(draws) < 2 or any(len(d) < 2 for d in per_draw):
                     continue
-                kinds = [classify(d) for d in per_draw]
-                out.append(_both_draws(f"at {rate:.0%} per-image noise with {LONG_SCHEDULE_EPOCHS} epochs, DisNCL vs "
-                                       f"{LABELS[method]}", kinds, _seen(kinds, per_draw)))
+                out.append(_draws_verdict(f"at {rate:.0%} per-image noise with {LONG_SCHEDULE_EPOCHS} epochs, DisNCL "
+                                          f"vs {LABELS[method]}", per_draw))
         # MII against full at convergence: the focus cell's comparison again, once every focus seed of both draws ran
         # the longer schedule (is the 10-epoch tie a budget's?).
         long_mii = [self.mii_minus_full(0.0, d, LONG_SCHEDULE) for d in draws]
         if len(draws) > 1 and all(len(d) == len(self.preset.focus_seeds) for d in long_mii):
-            kinds = [classify(d) for d in long_mii]
-            out.append(_both_draws(f"at {f:.0%} per-image noise with {LONG_SCHEDULE_EPOCHS} epochs, DisNCL: MII vs "
-                                   "full features", kinds, _seen(kinds, long_mii)))
+            out.append(_draws_verdict(f"at {f:.0%} per-image noise with {LONG_SCHEDULE_EPOCHS} epochs, DisNCL: MII "
+                                      "vs full features", long_mii))
         for rate in self.preset.noise_rates:
             cells = {m: _mean(rsum(r) for r in self.cell(m, "image", rate)) for m in self.methods}
             if all(v == v for v in cells.values()):
