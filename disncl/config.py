@@ -38,6 +38,26 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        if self.train.co_divide:
+            self._check_co_divide()
+
+    def _check_co_divide(self) -> None:
+        """What Eq. 6n's two networks cannot be combined with, each said before a run starts."""
+        if not get_method(self.train.method).uses_split:
+            raise ValueError(f"train.co_divide exchanges the networks' splits, and method {self.train.method!r} "
+                             "trains without one; choose a method with a split or leave co_divide off")
+        clashes = {
+            "split.oracle": (self.split.oracle, "the ground-truth split leaves nothing to divide"),
+            "split.ema": (self.split.ema > 0, "each network's running average would mix in the other's split"),
+            "split.repair": (self.split.repair, "the networks would re-pair the pairs differently"),
+            "model.freeze_towers": (self.model.freeze_towers, "frozen towers leave the two networks one set of "
+                                                              "features, so their splits would not differ"),
+        }
+        for key, (on, why) in clashes.items():
+            if on:
+                raise ValueError(f"train.co_divide cannot be combined with {key}: {why}; switch one of them off")
+
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 

@@ -64,6 +64,11 @@ class TrainConfig:
     # Eq. 2f: from this (1-based) epoch on the heads read sg(h), as with heads_detached; 0: never. The late epochs,
     # when the trusted set has settled, then fit it as NCR-style does (docs/method.md §9.10).
     heads_detached_from: int = 0
+    # Eq. 6n, NCR's co-divide: a second network, built from another initialisation, trains beside the main one; each
+    # epoch each network's split (Eq. 6) decides the other's clean probabilities, so neither trains on the pairs
+    # its own fit has memorised as clean. Twice the cost of a run; only the main network is selected and served.
+    # Off by default (bench variant ``co_divide``, docs/method.md §9.15).
+    co_divide: bool = False
     seed: int = 0
     device: str = "auto"
     amp: bool = True

@@ -36,7 +36,15 @@ from disncl.train.objective import batch_objective, heads_detached
 from disncl.train.repair import NOT_REPAIRED, repair_images, train_pairing
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
 from disncl.train.scoring import pair_distance, pair_table, per_pair_loss, write_pair_scores
-from disncl.train.state import NO_SPLIT, TrainState, find_checkpoint, load_checkpoint, save_checkpoint
+from disncl.train.state import (
+    NO_SPLIT,
+    Peer,
+    TrainState,
+    find_checkpoint,
+    load_checkpoint,
+    load_peer,
+    save_checkpoint,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -179,6 +187,8 @@ class Session:
     steps_per_epoch: int
     # The training split's shared-factor keys (synthetic data), what Eq. 6k's semantic precision reads; else None.
     train_keys: Any = None
+    # Eq. 6n's second network (train.co_divide); else None.
+    peer: Peer | None = None
 
     @property
     def device(self) -> torch.device:
@@ -197,6 +207,9 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
         # What Eq. 3c reads: the share of pairs the split this epoch trains on flags (None before the split).
         flagged = flagged_share(s.state.clean_prob, s.cfg) if use_split else None
         terms = train_one_epoch(s, epoch, use_split, flagged, progress)
+        if s.peer is not None:
+            peer_flagged = flagged_share(s.peer.clean_prob, s.cfg) if use_split else None
+            peer_terms = train_one_epoch(s, epoch, use_split, peer_flagged, progress, peer=True)
         train_seconds = time.perf_counter() - t0
         table, prob, gate = score_and_split(s, epoch)
         val_emb = encode_sharded(s.model, s.val_data, cfg, s.device, ctx)
@@ -216,6 +229,8 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
             # How bimodal this epoch's per-pair losses are (Eq. 10) and how well they are fit (Eq. 6h): what the
             # adaptive and gated warm-ups and the shut gate's fallback read.
             record |= gate
+            if s.peer is not None:
+                record |= peer_record(s, peer_terms)
             if s.state.repaired is not None:
                 record |= repair_record(s)
             if s.gt_known:
@@ -244,6 +259,8 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
         recover_interrupted_writes(run)
     distributed.barrier(ctx)
     ckpt = find_checkpoint(run.last) if resume else None
+    if cfg.train.co_divide and ctx.enabled:
+        raise ValueError("train.co_divide trains its two networks in one process; run it without torchrun")
     if resume and ckpt is None:
         raise FileNotFoundError(f"--resume: no complete checkpoint under {run.last}; start the run without --resume")
     if not resume and find_checkpoint(run.last) is not None:
@@ -269,8 +286,11 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
     def sched_factory(o):
         return make_scheduler(o, cfg, steps_per_epoch)
 
+    peer = None
     if ckpt is not None:
         model, tokenizer, optimizer, scheduler, state = load_checkpoint(ckpt, opt_factory, sched_factory, ctx.device)
+        if cfg.train.co_divide:
+            peer = load_peer(ckpt, opt_factory, sched_factory, ctx.device)
         if ctx.is_main:
             truncate_log(run.log, state.epoch)
     else:
@@ -279,6 +299,8 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
         optimizer = opt_factory(model)
         scheduler = sched_factory(optimizer)
         state = TrainState(0, 0, -math.inf, -1, initial_clean_prob(cfg, pairs))
+        if cfg.train.co_divide:
+            peer = build_peer(cfg, train_ds, opt_factory, sched_factory, ctx.device, state.clean_prob)
         if ctx.is_main:
             atomic_write_text(run.config, dump_yaml(cfg))
     distributed.broadcast_module(ctx, model)
@@ -292,7 +314,25 @@ def open_session(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool)
         model=model, tokenizer=tokenizer, optimizer=optimizer, scheduler=scheduler, state=state,
         train_data=train_data, val_data=val_data, val_keys=val_keys, steps_per_epoch=steps_per_epoch,
         train_keys=semantic_keys(cfg.data, cfg.data.train_split, train_ds) if cfg.split.repair else None,
+        peer=peer,
     )
+
+
+# Added to train.seed for the second network's initialisation and batch order (Eq. 6n): the main network keeps
+# the initialisation and order a run without co-divide has, so the two runs pair by seed.
+PEER_SEED_OFFSET = 1
+
+
+def build_peer(
+    cfg: RunConfig, train_ds: CaptionedImages, opt_factory, sched_factory, device: torch.device, clean_prob: np.ndarray
+) -> Peer:
+    """Eq. 6n's second network, from its own initialisation; the global RNG stream is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed + PEER_SEED_OFFSET)
+        model, _ = build_model(cfg.model, train_ds.captions)
+    model.to(device)
+    optimizer = opt_factory(model)
+    return Peer(model, optimizer, sched_factory(optimizer), clean_prob.copy())
 
 
 def _cached_features(
@@ -395,22 +435,31 @@ def split_start(cfg: RunConfig, epochs_done: int, loss_bimodality: float) -> int
 
 
 def train_one_epoch(
-    s: Session, epoch: int, use_split: bool, flagged: float | None, progress: bool
+    s: Session, epoch: int, use_split: bool, flagged: float | None, progress: bool, peer: bool = False
 ) -> dict[str, float]:
     """One pass over the training pairs (``flagged``: the share of them the split flags, :func:`flagged_share`,
-    None before the split); returns the mean of each loss term (one host transfer per epoch)."""
-    cfg, ctx, model, device = epoch_config(s.cfg, epoch, flagged), s.ctx, s.model, s.device
-    if use_split:
-        pair_image, weights = train_pairing(s.pairs.image, s.state.clean_prob, s.state.repaired)
+    None before the split); returns the mean of each loss term (one host transfer per epoch). ``peer``: the pass
+    of Eq. 6n's second network, on the main network's split, in its own batch order."""
+    cfg, ctx, device = epoch_config(s.cfg, epoch, flagged), s.ctx, s.device
+    if peer:
+        assert s.peer is not None
+        model, optimizer, scheduler = s.peer.model, s.peer.optimizer, s.peer.scheduler
+        clean_prob, repaired, order_seed = s.peer.clean_prob, None, [cfg.train.seed + PEER_SEED_OFFSET, epoch]
     else:
-        pair_image, weights = s.pairs.image, np.ones_like(s.state.clean_prob)
+        model, optimizer, scheduler = s.model, s.optimizer, s.scheduler
+        clean_prob, repaired, order_seed = s.state.clean_prob, s.state.repaired, [cfg.train.seed, epoch]
+    if use_split:
+        pair_image, weights = train_pairing(s.pairs.image, clean_prob, repaired)
+    else:
+        pair_image, weights = s.pairs.image, np.ones_like(clean_prob)
     terms_sum: dict[str, torch.Tensor] = {}
     model.train()
     # The same global order on every rank (seeded by epoch); each rank trains on its slice of a batch.
-    order = np.random.default_rng([cfg.train.seed, epoch]).permutation(len(s.pairs.caption))
+    order = np.random.default_rng(order_seed).permutation(len(s.pairs.caption))
     bs = cfg.train.batch_size
     batches = [order[i : i + bs] for i in range(0, s.steps_per_epoch * bs, bs)]
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress, leave=False)
+    desc = f"epoch {epoch + 1}/{cfg.train.epochs}" + (" (peer)" if peer else "")
+    bar = tqdm(batches, desc=desc, disable=not progress, leave=False)
     for idx in bar:
         local = ctx.local_rows(idx)
         pixels = model.preprocess(s.train_data.images[pair_image[local]])
@@ -424,13 +473,14 @@ def train_one_epoch(
                 f"non-finite loss at epoch {epoch + 1}, step {s.state.step}: "
                 f"{ {k: float(v) for k, v in terms.items()} }; lower train.lr or check data"
             )
-        s.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_gradients(ctx, model)
         clip_gradients(model, cfg, use_split)
-        s.optimizer.step()
-        s.scheduler.step()
-        s.state.step += 1
+        optimizer.step()
+        scheduler.step()
+        if not peer:
+            s.state.step += 1
         for k, v in terms.items():
             terms_sum[k] = terms_sum[k] + v if k in terms_sum else v
         if progress:
@@ -505,7 +555,33 @@ def score_and_split(s: Session, epoch: int) -> tuple[dict[str, np.ndarray] | Non
                 table = refit_split(s, emb)
     if s.cfg.split.repair and split_active(s.cfg, epoch + 1, s.state.split_from):
         repair_pairs(s, emb)
-    return table, s.state.clean_prob, gate
+    own = s.state.clean_prob
+    if s.peer is not None:
+        s.peer.clean_prob, s.state.clean_prob = own, peer_split(s)
+    return table, own, gate
+
+
+def peer_split(s: Session) -> np.ndarray:
+    """Eq. 6n: the split the peer's own fit gives (Eq. 6 in the run's current selection space, after any Eq. 6i
+    move), which the main network trains on next; the main network's fit trains the peer."""
+    assert s.peer is not None
+    emb = encode_split(s.peer.model, s.train_data.images, s.train_data.tokens, s.cfg.train.eval_batch_size, s.device,
+                       s.cfg.train.amp)
+    return score_embeddings(emb, s.pairs, s.cfg)[1]
+
+
+def peer_record(s: Session, terms: dict[str, float]) -> dict[str, Any]:
+    """The peer's epoch in the log: its loss terms, its validation rSum in the selection space, and where the noise is
+    known how well its split, the one the main network trains on next, detects it."""
+    assert s.peer is not None
+    space = s.cfg.selection_space()
+    emb = encode_split(s.peer.model, s.val_data.images, s.val_data.tokens, s.cfg.train.eval_batch_size, s.device,
+                       s.cfg.train.amp)
+    record: dict[str, Any] = {"peer_loss_terms": terms,
+                              "peer_val_rsum": retrieval_metrics(emb, s.val_data, s.cfg, None)[space]["rsum"]}
+    if s.gt_known:
+        record["peer_detection_gmm"] = detection_metrics(s.state.clean_prob, s.pairs.is_clean)
+    return record
 
 
 def repair_pairs(s: Session, emb: Embeddings) -> None:
@@ -563,7 +639,7 @@ def save_checkpoints(s: Session, score: float) -> None:
     if score > s.state.best_score:
         s.state.best_score, s.state.best_epoch = score, s.state.epoch
         atomic_dir(s.run.best, lambda d: save_model(s.model, s.tokenizer, d))
-    save_checkpoint(s.run.last, s.model, s.tokenizer, s.optimizer, s.scheduler, s.state)
+    save_checkpoint(s.run.last, s.model, s.tokenizer, s.optimizer, s.scheduler, s.state, s.peer)
 
 
 def unit_interval(x: np.ndarray) -> np.ndarray:

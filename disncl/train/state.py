@@ -9,7 +9,7 @@ either the previous complete checkpoint or the new one under the final name.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ STATE_VERSION = 1
 
 # split_from of a run whose gated warm-up found unimodal losses: later than any epoch.
 NO_SPLIT = 1 << 30
+# Where a checkpoint of a co-divided run (train.co_divide, Eq. 6n) keeps its second network.
+PEER_DIR = "peer"
 
 
 @dataclass
@@ -43,6 +45,17 @@ class TrainState:
     # Eq. 6k (split.repair): the image each pair trains with next instead of its own, -1 where it keeps its own;
     # None where nothing was re-paired.
     repaired: np.ndarray | None = None
+
+
+@dataclass
+class Peer:
+    """Eq. 6n (``train.co_divide``): the second network, trained on the split the main network's fit gives, and
+    fitting the split the main network trains on. It is checkpointed in ``last/`` but never selected or served."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    clean_prob: np.ndarray  # w from the main network's fit: what the peer trains on next
 
 
 def _flatten_optimizer(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -75,10 +88,16 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: TrainState,
+    peer: Peer | None = None,
 ) -> Path:
+    """Write the checkpoint at ``directory`` atomically; a co-divided run's ``peer`` goes into its ``peer/``
+    folder in the same swap, so a kill never leaves the two networks at different epochs."""
     def fill(tmp: Path) -> None:
         save_model(model, tokenizer, tmp)
         _write_state(tmp, optimizer, scheduler, state)
+        if peer is not None:
+            save_model(peer.model, tokenizer, tmp / PEER_DIR)
+            _write_state(tmp / PEER_DIR, peer.optimizer, peer.scheduler, replace(state, clean_prob=peer.clean_prob))
 
     return atomic_dir(directory, fill)
 
@@ -154,3 +173,16 @@ def load_checkpoint(
         repaired=tensors["repaired"].numpy().copy() if "repaired" in tensors else None,
     )
     return model, tokenizer, optimizer, scheduler, state
+
+
+def load_peer(directory: str | Path, optimizer_factory, scheduler_factory, device: torch.device) -> Peer:
+    """The second network of a co-divided run's checkpoint (Eq. 6n), after :func:`load_checkpoint` of the same
+    ``directory`` (whose RNG state it leaves as that restored)."""
+    folder = Path(directory) / PEER_DIR
+    if not (folder / "train_state.json").is_file():
+        raise FileNotFoundError(f"{directory} holds no {PEER_DIR}/ network: it was written without train.co_divide, "
+                                "so it cannot be resumed with it; resume with the run's own config.yaml")
+    rng = torch.get_rng_state()
+    model, _, optimizer, scheduler, state = load_checkpoint(folder, optimizer_factory, scheduler_factory, device)
+    torch.set_rng_state(rng)
+    return Peer(model, optimizer, scheduler, state.clean_prob)
