@@ -71,7 +71,7 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     split_variants = {"repair_flagged": {"repair": True}, "repair_strict": {"repair": True, "repair_quantile": 0.1},
                       "monotone_converged": {"max_iter": 200, "tol": 1e-5, "monotone": True},
                       "agree_split": {"agree": True}}
-    older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long"} - set(split_variants)
+    older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long", "co_divide"} - set(split_variants)
     assert config("oracle_long") == replace(config("oracle_split"), train=replace(
         config("oracle_split").train, epochs=2 * preset.epochs))
     # §9.14's convergence check: today's defaults with twice the epochs, for every method.
@@ -79,6 +79,11 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
         assert config(LONG_SCHEDULE, method) == replace(config("", method), train=replace(
             config("", method).train, epochs=2 * preset.epochs)), method
         assert variant_base(method, LONG_SCHEDULE) == ""
+    # §9.15's co-divide: today's defaults with the second network, for the methods that run it.
+    for method in ("disncl", "ncr"):
+        assert config("co_divide", method) == replace(config("", method), train=replace(
+            config("", method).train, co_divide=True)), method
+        assert variant_base(method, "co_divide") == ""
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
     on_defaults = {"detached_warmup", "joint_heads", "converged_mixture", "oracle_split", "oracle_after_warmup",

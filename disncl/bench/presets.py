@@ -139,13 +139,15 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     LONG_SCHEDULE: (f"train.epochs={LONG_SCHEDULE_EPOCHS}",),
     # §9.14: the perfect detector from the first epoch at the convergence check's length.
     "oracle_long": (*_ORACLE, f"train.epochs={LONG_SCHEDULE_EPOCHS}"),
+    # §9.15: NCR's co-divide, two networks each trained on the split the other's fit gives (Eq. 6n).
+    "co_divide": ("train.co_divide=true",),
 }
 # The ablations (one term off) and the perfect-detector references run on today's defaults; every other entry
 # above was measured before Eq. 3c (§9.11) and keeps the re-match of its time.
 _ON_TODAYS_DEFAULTS = frozenset({"no_soft_targets", "no_kl", "no_mi", "no_recon", "full_similarity", ORACLE,
                                  ORACLE_AFTER_WARMUP, "beta_tenfold", "beta_thirtyfold", "beta_hundredfold",
                                  "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
-                                 "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long"})
+                                 "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", "co_divide"})
 ABLATIONS |= {name: (*kept, _REMATCH) for name, kept in ABLATIONS.items() if name not in _ON_TODAYS_DEFAULTS}
 ABLATIONS |= {REMATCH: (_REMATCH,), ORACLE_REMATCH: (*_ORACLE, _REMATCH)}
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
@@ -290,6 +292,7 @@ ABLATION_LABELS = {
                    "(Eq. 6m)",
     LONG_SCHEDULE: f"variant: {LONG_SCHEDULE_EPOCHS} epochs instead of 10 (the convergence check, §9.14)",
     "oracle_long": f"reference: the perfect detector from the first epoch, {LONG_SCHEDULE_EPOCHS} epochs (§9.14)",
+    "co_divide": "variant: NCR's co-divide, two networks each trained on the split the other's fit gives (Eq. 6n)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
@@ -304,7 +307,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "strict_split", "heads_half", "heads_quarter", "late_detach", "detach_from_six",
                       "weighted_split", REMATCH, ORACLE_REMATCH, "beta_tenfold", "beta_thirtyfold",
                       "beta_hundredfold", "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
-                      "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long"})
+                      "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", "co_divide"})
 
 
 @dataclass(frozen=True)
@@ -590,8 +593,8 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.13 variants, with §9.14's convergence check: 706 runs, about 19 h 45 min on a 2-core CPU "
-                 "(docs/method.md §9.7)"),
+                 "§9.8-9.13 variants, with §9.14's convergence check and §9.15's co-divide: 720 runs, about "
+                 "20 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
@@ -757,5 +760,12 @@ PRESETS["standard-variants"] = replace(
           for seed in range(5)),
         # §9.14: selection's reach at 60 % once training converges (the perfect detector at 20 epochs).
         *(RunSpec("disncl", "image", 0.6, seed, ablation="oracle_long") for seed in (0, 1)),
+        # §9.15: co-divide (Eq. 6n) where detection fails (80 %, both draws) and at 40-60 %; NCR-style with it too,
+        # as NCR itself trains, so that the comparison with it is with its own method.
+        *(RunSpec("disncl", "image", 0.8, seed, ablation="co_divide", data_seed=draw) for draw in (0, 1)
+          for seed in (0, 1)),
+        *(RunSpec(m, "image", rate, seed, ablation="co_divide") for rate in (0.6, 0.4) for m in ("disncl", "ncr")
+          for seed in (0, 1)),
+        *(RunSpec("ncr", "image", 0.8, seed, ablation="co_divide") for seed in (0, 1)),
     ),
 )
