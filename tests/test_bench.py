@@ -71,7 +71,8 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     split_variants = {"repair_flagged": {"repair": True}, "repair_strict": {"repair": True, "repair_quantile": 0.1},
                       "monotone_converged": {"max_iter": 200, "tol": 1e-5, "monotone": True},
                       "agree_split": {"agree": True}}
-    older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long", "co_divide"} - set(split_variants)
+    older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long", "co_divide",
+                                                   "co_divide_long"} - set(split_variants)
     assert config("oracle_long") == replace(config("oracle_split"), train=replace(
         config("oracle_split").train, epochs=2 * preset.epochs))
     # §9.14's convergence check: today's defaults with twice the epochs, for every method.
@@ -84,6 +85,9 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
         assert config("co_divide", method) == replace(config("", method), train=replace(
             config("", method).train, co_divide=True)), method
         assert variant_base(method, "co_divide") == ""
+        assert config("co_divide_long", method) == replace(config(LONG_SCHEDULE, method), train=replace(
+            config(LONG_SCHEDULE, method).train, co_divide=True)), method
+        assert variant_base(method, "co_divide_long") == LONG_SCHEDULE
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
     on_defaults = {"detached_warmup", "joint_heads", "converged_mixture", "oracle_split", "oracle_after_warmup",
@@ -551,3 +555,41 @@ def test_mii_against_full_at_convergence_is_a_verdict_only_with_every_focus_seed
     assert f"**Verdict** {where}: ahead on every seed of both data draws" in verdicts
     # A focus seed missing on one draw: no line, since a verdict needs every seed.
     assert where not in "\n".join(Report(preset, results[:-1]).verdicts())
+
+
+def test_the_co_divide_table_pairs_each_method_with_its_own_split_and_the_methods_with_co_divide():
+    from disncl.bench.presets import CO_DIVIDE, CO_DIVIDE_LONG
+    from disncl.bench.report import Report
+
+    extra = (*(RunSpec(m, "image", 0.8, s, ablation=CO_DIVIDE) for m in ("ncr", "disncl") for s in (0, 1)),
+             *(RunSpec("disncl", "image", 0.8, s, ablation=CO_DIVIDE_LONG) for s in (0, 1)))
+    preset = replace(PRESETS["standard"], methods=("ncr", "srem", "disncl"), noise_rates=(0.8,), ablations=(),
+                     variants=(), caption_rates=(), confounds=(0.0,), extra_runs=extra)
+
+    def run(method: str, seed: int, value: float, ablation: str = "", val: float = 100.0, auc: float = 0.8) -> dict:
+        r = _result(method, seed, value + seed, ablation, data_seed=0)
+        r["spec"]["noise_rate"] = 0.8
+        r["training"] = {"curve": [{"val_rsum": {"mii": val + seed, "full": val + seed}}]}
+        r["evaluation"]["detection"] = {"gmm": {"auroc": auc}}
+        return r
+
+    results = [run("ncr", s, 50.0) for s in (0, 1)] + [run("srem", s, 65.0) for s in (0, 1)]
+    results += [run("disncl", s, 55.0) for s in (0, 1)]
+    # Co-divide lifts DisNCL by 25 (validation by 50) and NCR-style by 10; DisNCL + co leads NCR-style + co by 20.
+    results += [run("disncl", s, 80.0, CO_DIVIDE, val=150.0, auc=0.93) for s in (0, 1)]
+    results += [run("ncr", s, 60.0, CO_DIVIDE, auc=0.9) for s in (0, 1)]
+    report = Report(preset, results)
+    assert report.co_divide_cells() == [(0.8, 0, "", CO_DIVIDE)]
+    table = report.co_divide_table()
+    assert ("| 80%, draw 1, 10 epochs | 0, 1 | 50.5 ± 0.7 | 60.5 ± 0.7 | 65.5 ± 0.7 | 55.5 ± 0.7 | 80.5 ± 0.7 | "
+            "+50.0 ± 0.0 | +25.0 ± 0.0 | +10.0 ± 0.0 | +20.0 ± 0.0 | +15.0 ± 0.0 | 0.800 ± 0.000 → 0.930 ± 0.000 | "
+            "0.800 ± 0.000 → 0.900 ± 0.000 |") in table
+    # The 20-epoch co-divided runs pair with the convergence check's runs; without NCR-style's there, dashes.
+    results += [run("disncl", s, 60.0, LONG_SCHEDULE) for s in (0, 1)]
+    results += [run("disncl", 0, 90.0, CO_DIVIDE_LONG)]
+    report = Report(preset, results)
+    assert report.co_divide_cells() == [(0.8, 0, "", CO_DIVIDE), (0.8, 0, LONG_SCHEDULE, CO_DIVIDE_LONG)]
+    assert "| 80%, draw 1, 20 epochs | 0 | — | — | — | 60.0 | 90.0 | +0.0 | +30.0 | — | — | — |" in \
+        report.co_divide_table()
+    # Neither is also a variant row of the cells table.
+    assert CO_DIVIDE not in report.cells_table()

@@ -29,6 +29,9 @@ ORACLE_AFTER_WARMUP = "oracle_after_warmup"
 # The convergence check (docs/method.md §9.14): today's defaults of every method with twice the epochs; the
 # cosine schedule stretches with them, the split's warm-up stays 3 epochs.
 LONG_SCHEDULE = "long_schedule"
+# §9.15: NCR's co-divide (Eq. 6n) on today's defaults, for DisNCL and NCR-style.
+CO_DIVIDE = "co_divide"
+CO_DIVIDE_LONG = "co_divide_long"  # ... and with the convergence check's epochs, against LONG_SCHEDULE
 LONG_SCHEDULE_EPOCHS = 20
 _ORACLE = ("split.oracle=true", "train.warmup_epochs=0")
 _OWN_SPACE = "train.shut_gate_space=selection"
@@ -140,14 +143,16 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     # §9.14: the perfect detector from the first epoch at the convergence check's length.
     "oracle_long": (*_ORACLE, f"train.epochs={LONG_SCHEDULE_EPOCHS}"),
     # §9.15: NCR's co-divide, two networks each trained on the split the other's fit gives (Eq. 6n).
-    "co_divide": ("train.co_divide=true",),
+    CO_DIVIDE: ("train.co_divide=true",),
+    CO_DIVIDE_LONG: ("train.co_divide=true", f"train.epochs={LONG_SCHEDULE_EPOCHS}"),
 }
 # The ablations (one term off) and the perfect-detector references run on today's defaults; every other entry
 # above was measured before Eq. 3c (§9.11) and keeps the re-match of its time.
 _ON_TODAYS_DEFAULTS = frozenset({"no_soft_targets", "no_kl", "no_mi", "no_recon", "full_similarity", ORACLE,
                                  ORACLE_AFTER_WARMUP, "beta_tenfold", "beta_thirtyfold", "beta_hundredfold",
                                  "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
-                                 "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", "co_divide"})
+                                 "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", CO_DIVIDE,
+                                 CO_DIVIDE_LONG})
 ABLATIONS |= {name: (*kept, _REMATCH) for name, kept in ABLATIONS.items() if name not in _ON_TODAYS_DEFAULTS}
 ABLATIONS |= {REMATCH: (_REMATCH,), ORACLE_REMATCH: (*_ORACLE, _REMATCH)}
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
@@ -161,6 +166,7 @@ VARIANT_BASE: dict[str, str] = {
     **{name: "no_fallback" for name in ("unfit_split", "unfit_confident", "unfit_split_full", "unfit_split_xcov",
                                         "unfit_full_strict")},
     "oracle_long": LONG_SCHEDULE,
+    CO_DIVIDE_LONG: LONG_SCHEDULE,
     **{name: ORACLE_REMATCH for name in ("oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached",
                                          "oracle_dropped", "oracle_dropped_detached")},
 }
@@ -292,7 +298,8 @@ ABLATION_LABELS = {
                    "(Eq. 6m)",
     LONG_SCHEDULE: f"variant: {LONG_SCHEDULE_EPOCHS} epochs instead of 10 (the convergence check, §9.14)",
     "oracle_long": f"reference: the perfect detector from the first epoch, {LONG_SCHEDULE_EPOCHS} epochs (§9.14)",
-    "co_divide": "variant: NCR's co-divide, two networks each trained on the split the other's fit gives (Eq. 6n)",
+    CO_DIVIDE: "variant: NCR's co-divide, two networks each trained on the split the other's fit gives (Eq. 6n)",
+    CO_DIVIDE_LONG: f"variant: co-divide (Eq. 6n) with {LONG_SCHEDULE_EPOCHS} epochs",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
@@ -307,7 +314,8 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "strict_split", "heads_half", "heads_quarter", "late_detach", "detach_from_six",
                       "weighted_split", REMATCH, ORACLE_REMATCH, "beta_tenfold", "beta_thirtyfold",
                       "beta_hundredfold", "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
-                      "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", "co_divide"})
+                      "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", CO_DIVIDE,
+                      CO_DIVIDE_LONG})
 
 
 @dataclass(frozen=True)
@@ -593,8 +601,8 @@ PRESETS["standard-variants"] = replace(
     description=("the standard preset plus every DisNCL variant tried at its focus cell (5 seeds on draw 1; "
                  "the variants validation kept also on draw 2), the §9.5 loss split at every other cell, the "
                  "baselines on the cosine split, the warm-up each method does not use where the two differ, and the "
-                 "§9.8-9.13 variants, with §9.14's convergence check and §9.15's co-divide: 720 runs, about "
-                 "20 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
+                 "§9.8-9.13 variants, with §9.14's convergence check and §9.15's co-divide: 726 runs, about "
+                 "21 h 30 min on a 2-core CPU (docs/method.md §9.7)"),
     variants=("v1_default", "soft_rematch", "club_mi", "batch_gate", "v1_ema_split", "complementary",
               "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
     confirm_variants=("v1_default", "soft_rematch", "loss_split", "xcov_mi", "alpha_min_tenth", REMATCH),
@@ -762,10 +770,14 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.6, seed, ablation="oracle_long") for seed in (0, 1)),
         # §9.15: co-divide (Eq. 6n) where detection fails (80 %, both draws) and at 40-60 %; NCR-style with it too,
         # as NCR itself trains, so that the comparison with it is with its own method.
-        *(RunSpec("disncl", "image", 0.8, seed, ablation="co_divide", data_seed=draw) for draw in (0, 1)
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=CO_DIVIDE, data_seed=draw) for draw in (0, 1)
           for seed in (0, 1)),
-        *(RunSpec(m, "image", rate, seed, ablation="co_divide") for rate in (0.6, 0.4) for m in ("disncl", "ncr")
+        *(RunSpec(m, "image", rate, seed, ablation=CO_DIVIDE) for rate in (0.6, 0.4) for m in ("disncl", "ncr")
           for seed in (0, 1)),
-        *(RunSpec("ncr", "image", 0.8, seed, ablation="co_divide") for seed in (0, 1)),
+        *(RunSpec("ncr", "image", 0.8, seed, ablation=CO_DIVIDE) for seed in (0, 1)),
+        # ... and at the convergence check's length, where its 80 % runs were still rising at epoch 10.
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=CO_DIVIDE_LONG, data_seed=draw) for draw in (0, 1)
+          for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.6, seed, ablation=CO_DIVIDE_LONG) for seed in (0, 1)),
     ),
 )

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 
 from disncl.bench.presets import (  # noqa: E402
     ABLATION_LABELS,
+    CO_DIVIDE,
+    CO_DIVIDE_LONG,
     LONG_SCHEDULE,
     LONG_SCHEDULE_EPOCHS,
     ORACLE,
@@ -36,8 +38,8 @@ from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
 
 LABELS = {name: m.label for name, m in METHODS.items()}
 # Extra runs that are not variants of a cell (the defaults elsewhere, and the perfect-detector references and the
-# convergence check, which have their own tables): the cells table leaves them out.
-NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP, LONG_SCHEDULE})
+# convergence check and co-divide, which have their own tables): the cells table leaves them out.
+NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP, LONG_SCHEDULE, CO_DIVIDE, CO_DIVIDE_LONG})
 COLOURS = {name: m.colour for name, m in METHODS.items()}
 CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
 # Convergence is read from the change in validation rSum over this many final epochs.
@@ -150,6 +152,22 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+class _SeedRuns:
+    """One cell's runs by (method, ablation) and seed, read at the seeds ``lead`` ran: the columns and paired
+    differences of a table that compares several runs of one cell."""
+
+    def __init__(self, runs: dict[tuple[str, str], dict[int, Result]], lead: tuple[str, str]) -> None:
+        self.runs, self.seeds = runs, sorted(runs[lead])
+
+    def column(self, key: tuple[str, str], of=rsum, digits: int = 1) -> str:
+        return stat((of(self.runs[key][k]) for k in self.seeds if k in self.runs[key]), digits)
+
+    def diff(self, a: tuple[str, str], b: tuple[str, str], of=rsum) -> str:
+        """``of(b) − of(a)`` paired by seed."""
+        return signed([of(self.runs[b][k]) - of(self.runs[a][k]) for k in self.seeds
+                       if k in self.runs[a] and k in self.runs[b]])
 
 
 class Report:
@@ -266,6 +284,41 @@ class Report:
             ])
         return _table(["method", "cell", "variant", "reference", "seeds", "best val rSum, reference", "… variant",
                        "test rSum, reference", "… variant", "Δ test (variant − reference)"], rows)
+
+    def co_divide_cells(self) -> list[tuple[float, int, str, str]]:
+        """The cells that hold DisNCL runs with co-divide (Eq. 6n): (per-image noise rate, draw, the plain runs'
+        ablation, the co-divided runs'), at the preset's epochs and at the convergence check's."""
+        pairs = {CO_DIVIDE: "", CO_DIVIDE_LONG: LONG_SCHEDULE}
+        return sorted({(s.noise_rate, s.data_seed, pairs[s.ablation], s.ablation)
+                       for s in self.preset.extra_runs_resolved()
+                       if s.method == "disncl" and s.ablation in pairs and s.noise_kind == "image"
+                       and self.cell("disncl", "image", s.noise_rate, s.ablation, draw=s.data_seed)},
+                      key=lambda c: (c[2], c[0], c[1]))
+
+    def co_divide_table(self) -> str:
+        """Per cell: each method with and without co-divide (Eq. 6n), test rSum and noise AUROC at the seeds DisNCL
+        ran it at, and the paired differences that say whether it helps DisNCL and whether DisNCL still leads once
+        NCR-style divides for itself as NCR does."""
+        rows = []
+        for rate, draw, plain, co in self.co_divide_cells():
+            ours, ours_co, ncr, ncr_co, srem = ("disncl", plain), ("disncl", co), ("ncr", plain), ("ncr", co), \
+                ("srem", plain)
+            cell = _SeedRuns({key: {r["spec"]["seed"]: r for r in self.cell(key[0], "image", rate, key[1], draw=draw)}
+                              for key in (ours, ours_co, ncr, ncr_co, srem)}, ours_co)
+            draw_no = self.preset.draws.index(draw) + 1 if draw in self.preset.draws else draw
+            epochs = LONG_SCHEDULE_EPOCHS if plain == LONG_SCHEDULE else self.preset.epochs
+            rows.append([
+                f"{rate:.0%}, draw {draw_no}, {epochs} epochs", ", ".join(map(str, cell.seeds)),
+                *(cell.column(key) for key in (ncr, ncr_co, srem, ours, ours_co)),
+                cell.diff(ours, ours_co, val_rsum), cell.diff(ours, ours_co), cell.diff(ncr, ncr_co),
+                cell.diff(ncr_co, ours_co), cell.diff(srem, ours_co),
+                f"{cell.column(ours, auroc, 3)} → {cell.column(ours_co, auroc, 3)}",
+                f"{cell.column(ncr, auroc, 3)} → {cell.column(ncr_co, auroc, 3)}",
+            ])
+        return _table(["cell", "seeds", "NCR-style", "NCR-style + co-divide", "SREM", "DisNCL", "DisNCL + co-divide",
+                       "Δ best val, DisNCL: co-divide − own split", "Δ test, DisNCL: co-divide − own split",
+                       "Δ test, NCR-style: co-divide − own split", "DisNCL + co − NCR-style + co",
+                       "DisNCL + co − SREM", "noise AUROC, DisNCL → + co", "noise AUROC, NCR-style → + co"], rows)
 
     def clean_rsum(self) -> float:
         """DisNCL's mean test rSum on clean data: what the perfect-detector shares are of."""
@@ -942,6 +995,12 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
                   "A variant run outside the focus cell against its reference run of the same cell and seed (same "
                   "noise draw): the default, or for a variant tried on the §9.5 loss split, `loss_split`; "
                   "defaults are chosen on the validation columns.", "", rep.cells_table(), ""]
+    if rep.co_divide_cells():
+        lines += ["## Two networks that divide for each other (co-divide, Eq. 6n, docs/method.md §9.15)", "",
+                  "Each method as it ships (one network judging its own pairs) and with a second network whose split "
+                  "it trains on (`train.co_divide`, NCR's co-divide; twice the training cost); test rSum and the "
+                  "differences paired by seed, on validation for the choice. The noise AUROC is the run's own "
+                  "network's fit, at the last epoch.", "", rep.co_divide_table(), ""]
     if preset.confound_methods and len(preset.confounds) > 1:
         lines += ["## The exclusive-information confound ρ", "",
                   "ρ: probability that a training caption's filler phrase is tied to its image's background "
