@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -209,7 +211,8 @@ def _train(cfg: RunConfig, ctx: DistContext, resume: bool, progress: bool, stop_
         terms = train_one_epoch(s, epoch, use_split, flagged, progress)
         if s.peer is not None:
             peer_flagged = flagged_share(s.peer.clean_prob, s.cfg) if use_split else None
-            peer_terms = train_one_epoch(s, epoch, use_split, peer_flagged, progress, peer=True)
+            with peer_stream(s.cfg, epoch, s.device):
+                peer_terms = train_one_epoch(s, epoch, use_split, peer_flagged, progress, peer=True)
         train_seconds = time.perf_counter() - t0
         table, prob, gate = score_and_split(s, epoch)
         val_emb = encode_sharded(s.model, s.val_data, cfg, s.device, ctx)
@@ -333,6 +336,16 @@ def build_peer(
     model.to(device)
     optimizer = opt_factory(model)
     return Peer(model, optimizer, sched_factory(optimizer), clean_prob.copy())
+
+
+@contextmanager
+def peer_stream(cfg: RunConfig, epoch: int, device: torch.device) -> Iterator[None]:
+    """Eq. 6n's second network draws its samples (Eq. 2's reparameterisation) from a stream of its own, seeded by
+    (seed + PEER_SEED_OFFSET, epoch): the main network's stream stays a plain run's, and a resumed run replays the
+    peer's without a saved state."""
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
+        torch.manual_seed(int(np.random.SeedSequence([cfg.train.seed + PEER_SEED_OFFSET, epoch]).generate_state(1)[0]))
+        yield
 
 
 def _cached_features(
