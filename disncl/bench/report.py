@@ -998,7 +998,7 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
     if rep.co_divide_cells():
         lines += ["## Two networks that divide for each other (co-divide, Eq. 6n, docs/method.md §9.15)", "",
                   "Each method as it ships (one network judging its own pairs) and with a second network whose split "
-                  "it trains on (`train.co_divide`, NCR's co-divide; 2.5–3× the training time on this machine); "
+                  "it trains on (`train.co_divide`, NCR's co-divide; twice the training time); "
                   "test rSum and the differences paired by seed, on validation for the choice. The noise AUROC is "
                   "the run's own network's fit, at the last epoch.", "", rep.co_divide_table(), ""]
     if preset.confound_methods and len(preset.confounds) > 1:
