@@ -41,6 +41,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.train.co_divide:
             self._check_co_divide()
+        if self.split.oracle and self.split.clean_share < 1.0:
+            raise ValueError("split.clean_share caps the mixture's split, and split.oracle replaces it by the ground "
+                             "truth; leave clean_share at 1 with the oracle")
 
     def _check_co_divide(self) -> None:
         """What Eq. 6n's two networks cannot be combined with, each said before a run starts."""

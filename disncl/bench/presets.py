@@ -33,6 +33,11 @@ LONG_SCHEDULE = "long_schedule"
 CO_DIVIDE = "co_divide"
 CO_DIVIDE_LONG = "co_divide_long"  # ... and with the convergence check's epochs, against LONG_SCHEDULE
 LONG_SCHEDULE_EPOCHS = 20
+# §9.16: the split capped at the cell's clean share (Eq. 6o), as a user who knows the noise rate would set it, and
+# at ten points more than the truth (a user who underestimates the noise).
+CLEAN_SHARE_KNOWN = "clean_share_known"
+CLEAN_SHARE_OVER = "clean_share_over"
+CLEAN_SHARE_ERROR = 0.1
 _ORACLE = ("split.oracle=true", "train.warmup_epochs=0")
 _OWN_SPACE = "train.shut_gate_space=selection"
 # The flagged pairs re-matched whatever share the split flags (no Eq. 3c), the defaults until §9.11, kept by
@@ -145,6 +150,9 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     # §9.15: NCR's co-divide, two networks each trained on the split the other's fit gives (Eq. 6n).
     CO_DIVIDE: ("train.co_divide=true",),
     CO_DIVIDE_LONG: ("train.co_divide=true", f"train.epochs={LONG_SCHEDULE_EPOCHS}"),
+    # §9.16: the value of split.clean_share depends on the cell (:func:`cell_overrides`).
+    CLEAN_SHARE_KNOWN: (),
+    CLEAN_SHARE_OVER: (),
 }
 # The ablations (one term off) and the perfect-detector references run on today's defaults; every other entry
 # above was measured before Eq. 3c (§9.11) and keeps the re-match of its time.
@@ -152,7 +160,7 @@ _ON_TODAYS_DEFAULTS = frozenset({"no_soft_targets", "no_kl", "no_mi", "no_recon"
                                  ORACLE_AFTER_WARMUP, "beta_tenfold", "beta_thirtyfold", "beta_hundredfold",
                                  "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
                                  "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", CO_DIVIDE,
-                                 CO_DIVIDE_LONG})
+                                 CO_DIVIDE_LONG, CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER})
 ABLATIONS |= {name: (*kept, _REMATCH) for name, kept in ABLATIONS.items() if name not in _ON_TODAYS_DEFAULTS}
 ABLATIONS |= {REMATCH: (_REMATCH,), ORACLE_REMATCH: (*_ORACLE, _REMATCH)}
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
@@ -300,6 +308,9 @@ ABLATION_LABELS = {
     "oracle_long": f"reference: the perfect detector from the first epoch, {LONG_SCHEDULE_EPOCHS} epochs (§9.14)",
     CO_DIVIDE: "variant: NCR's co-divide, two networks each trained on the split the other's fit gives (Eq. 6n)",
     CO_DIVIDE_LONG: f"variant: co-divide (Eq. 6n) with {LONG_SCHEDULE_EPOCHS} epochs",
+    CLEAN_SHARE_KNOWN: "variant: the split trusts at most the cell's clean share, 1 − noise rate (Eq. 6o)",
+    CLEAN_SHARE_OVER: f"variant: the split trusts at most {CLEAN_SHARE_ERROR:.0%} more than the cell's clean share "
+                      "(Eq. 6o with an underestimated noise rate)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
@@ -315,7 +326,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "weighted_split", REMATCH, ORACLE_REMATCH, "beta_tenfold", "beta_thirtyfold",
                       "beta_hundredfold", "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
                       "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", CO_DIVIDE,
-                      CO_DIVIDE_LONG})
+                      CO_DIVIDE_LONG, CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER})
 
 
 @dataclass(frozen=True)
@@ -360,7 +371,17 @@ class RunSpec:
             f"train.method={self.method}",
             f"train.seed={self.seed}",
         ]
-        return out + list(ABLATIONS[self.ablation] if self.ablation else ())
+        return out + list(ABLATIONS[self.ablation] if self.ablation else ()) + cell_overrides(self)
+
+
+def cell_overrides(spec: RunSpec) -> list[str]:
+    """A variant's overrides that depend on its cell: Eq. 6o's clean share from the cell's noise rate (§9.16)."""
+    known = 1.0 - spec.noise_rate
+    if spec.ablation == CLEAN_SHARE_KNOWN:
+        return [f"split.clean_share={known:g}"]
+    if spec.ablation == CLEAN_SHARE_OVER:
+        return [f"split.clean_share={min(1.0, known + CLEAN_SHARE_ERROR):g}"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -783,5 +804,14 @@ PRESETS["standard-variants"] = replace(
         *(RunSpec("disncl", "image", 0.8, seed, ablation=CO_DIVIDE_LONG, data_seed=draw) for draw in (0, 1)
           for seed in (0, 1)),
         *(RunSpec("disncl", "image", 0.6, seed, ablation=CO_DIVIDE_LONG) for seed in (0, 1)),
+        # §9.16: the split capped at the known clean share (Eq. 6o) at 80 % on every focus seed of both draws, where
+        # the mixture trusts about half the pairs; at 20-60 % (seeds 0-1), where it already detects well; and with a
+        # clean share ten points too high at 80 % (seeds 0-1, both draws).
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=CLEAN_SHARE_KNOWN, data_seed=draw) for draw in (0, 1)
+          for seed in range(5)),
+        *(RunSpec("disncl", "image", rate, seed, ablation=CLEAN_SHARE_KNOWN) for rate in (0.6, 0.4, 0.2)
+          for seed in (0, 1)),
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=CLEAN_SHARE_OVER, data_seed=draw) for draw in (0, 1)
+          for seed in (0, 1)),
     ),
 )

@@ -127,7 +127,14 @@ class SplitConfig:
     # Eq. 6m: a method with two spaces (DisNCL's MII and full) trusts a pair only as far as the mixtures of both
     # do, w = min(w_selection, w_other); off by default (bench variant ``agree_split``, docs/method.md §9.13).
     agree: bool = False
+    # Eq. 6o: the share of the training pairs a user knows (or estimates, e.g. by labelling a sample) to be clean;
+    # the split then trusts at most that share, the pairs of lowest score, w_k = 0 for the rest. 1.0 = no cap, the
+    # mixture alone (the default; bench variants ``clean_share_known``/``clean_share_over``, docs/method.md §9.16).
+    clean_share: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.clean_share <= 1.0:
+            raise ValueError(f"split.clean_share must lie in (0, 1] (the share of clean training pairs; 1 = no cap), "
+                             f"got {self.clean_share}")
         if not 0.0 < self.repair_quantile <= 1.0:
             raise ValueError(f"split.repair_quantile must lie in (0, 1], got {self.repair_quantile}")

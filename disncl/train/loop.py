@@ -33,7 +33,13 @@ from disncl.train import distributed
 from disncl.train.distributed import DistContext
 from disncl.train.distributed import resolve_device as resolve_device  # re-exported for evaluate and bench
 from disncl.train.feature_cache import cached_split, towers_digest
-from disncl.train.noise_split import bimodality, clean_probability, loss_vs_chance, smooth_clean_probability
+from disncl.train.noise_split import (
+    bimodality,
+    cap_clean_share,
+    clean_probability,
+    loss_vs_chance,
+    smooth_clean_probability,
+)
 from disncl.train.objective import batch_objective, heads_detached
 from disncl.train.repair import NOT_REPAIRED, repair_images, train_pairing
 from disncl.train.run_dir import RunDir, append_log, recover_interrupted_writes, truncate_log
@@ -89,8 +95,8 @@ def score_embeddings(
     emb: Embeddings, pairs: NoisyPairs, cfg: RunConfig, previous: np.ndarray | None = None
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """:func:`score_training_pairs` on embeddings already computed; ``previous`` (the last epoch's clean
-    probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c); ``split.oracle`` replaces the fit by
-    the ground truth."""
+    probability) is averaged in with weight ``cfg.split.ema`` (Eq. 6c), then capped at ``split.clean_share``
+    (Eq. 6o); ``split.oracle`` replaces the fit by the ground truth."""
     loss = split_scores(emb, cfg.selection_space(), pairs, cfg)
     if cfg.split.oracle:
         prob = initial_clean_prob(cfg, pairs)
@@ -104,6 +110,7 @@ def score_embeddings(
                     np.float32)
         if previous is not None:
             prob = smooth_clean_probability(previous, prob, cfg.split.ema)
+        prob = cap_clean_share(prob, loss, cfg.split.clean_share)
     return pair_table(emb, pairs, loss, prob, cfg.selection_space()), prob
 
 

@@ -89,6 +89,26 @@ def monotone_in_loss(x: np.ndarray, posterior: np.ndarray) -> np.ndarray:
     return IsotonicRegression(increasing=False, y_min=0.0, y_max=1.0).fit_transform(x, posterior)
 
 
+def cap_clean_share(clean_prob: np.ndarray, scores: np.ndarray, share: float) -> np.ndarray:
+    """Trust at most the share ``q`` of the pairs, those of lowest score (Eq. 6o in docs/method.md).
+
+    w^cap_k = w_k · 1[rank_k ≤ ⌈q N⌉], rank_k the 1-based rank of ``scores[k]`` (the split's score, low = clean;
+    ties keep the lower index). A mixture fitted where most pairs are wrong gives its clean component far more
+    pairs than are clean (at 80 % noise about half of them, §9.13); a known clean share bounds it. ``share = 1``
+    returns ``clean_prob`` unchanged.
+    """
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"the clean share must lie in (0, 1], got {share}")
+    w, x = np.asarray(clean_prob), np.asarray(scores).reshape(-1)
+    if w.shape != x.shape:
+        raise ValueError(f"clean probability has shape {w.shape}, scores {x.shape}")
+    if share == 1.0:
+        return w
+    kept = np.zeros(x.size, dtype=bool)
+    kept[np.argsort(x, kind="stable")[: math.ceil(share * x.size)]] = True
+    return np.where(kept, w, 0.0).astype(w.dtype)
+
+
 def smooth_clean_probability(previous: np.ndarray, current: np.ndarray, ema: float) -> np.ndarray:
     """Running average of the clean probability across epochs (Eq. 6c in docs/method.md).
 
