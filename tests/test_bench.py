@@ -70,7 +70,8 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     # §9.13's split variants too: today's defaults with the split's settings changed (checked below).
     split_variants = {"repair_flagged": {"repair": True}, "repair_strict": {"repair": True, "repair_quantile": 0.1},
                       "monotone_converged": {"max_iter": 200, "tol": 1e-5, "monotone": True},
-                      "agree_split": {"agree": True}}
+                      "agree_split": {"agree": True}, "clean_share_known": {"clean_share": 0.6},
+                      "clean_share_over": {"clean_share": 0.7}}
     older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long", "co_divide",
                                                    "co_divide_long"} - set(split_variants)
     assert config("oracle_long") == replace(config("oracle_split"), train=replace(
