@@ -73,7 +73,7 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
                       "agree_split": {"agree": True}, "clean_share_known": {"clean_share": 0.6},
                       "clean_share_over": {"clean_share": 0.7}}
     older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long", "co_divide",
-                                                   "co_divide_long"} - set(split_variants)
+                                                   "co_divide_long", "co_divide_share_known"} - set(split_variants)
     assert config("oracle_long") == replace(config("oracle_split"), train=replace(
         config("oracle_split").train, epochs=2 * preset.epochs))
     # §9.14's convergence check: today's defaults with twice the epochs, for every method.
@@ -89,6 +89,10 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
         assert config("co_divide_long", method) == replace(config(LONG_SCHEDULE, method), train=replace(
             config(LONG_SCHEDULE, method).train, co_divide=True)), method
         assert variant_base(method, "co_divide_long") == LONG_SCHEDULE
+    # §9.16's cap on co-divide's splits: co-divide with the cell's clean share, compared with co-divide.
+    assert config("co_divide_share_known") == replace(config("co_divide"), split=replace(
+        config("co_divide").split, clean_share=0.6))
+    assert variant_base("disncl", "co_divide_share_known") == "co_divide"
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
     on_defaults = {"detached_warmup", "joint_heads", "converged_mixture", "oracle_split", "oracle_after_warmup",

@@ -38,6 +38,7 @@ LONG_SCHEDULE_EPOCHS = 20
 CLEAN_SHARE_KNOWN = "clean_share_known"
 CLEAN_SHARE_OVER = "clean_share_over"
 CLEAN_SHARE_ERROR = 0.1
+CO_DIVIDE_SHARE_KNOWN = "co_divide_share_known"  # ... and with co-divide (Eq. 6n), whose ranking is better at 80 %
 _ORACLE = ("split.oracle=true", "train.warmup_epochs=0")
 _OWN_SPACE = "train.shut_gate_space=selection"
 # The flagged pairs re-matched whatever share the split flags (no Eq. 3c), the defaults until §9.11, kept by
@@ -153,6 +154,7 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     # §9.16: the value of split.clean_share depends on the cell (:func:`cell_overrides`).
     CLEAN_SHARE_KNOWN: (),
     CLEAN_SHARE_OVER: (),
+    CO_DIVIDE_SHARE_KNOWN: ("train.co_divide=true",),
 }
 # The ablations (one term off) and the perfect-detector references run on today's defaults; every other entry
 # above was measured before Eq. 3c (§9.11) and keeps the re-match of its time.
@@ -160,7 +162,8 @@ _ON_TODAYS_DEFAULTS = frozenset({"no_soft_targets", "no_kl", "no_mi", "no_recon"
                                  ORACLE_AFTER_WARMUP, "beta_tenfold", "beta_thirtyfold", "beta_hundredfold",
                                  "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
                                  "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", CO_DIVIDE,
-                                 CO_DIVIDE_LONG, CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER})
+                                 CO_DIVIDE_LONG, CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER,
+                                 CO_DIVIDE_SHARE_KNOWN})
 ABLATIONS |= {name: (*kept, _REMATCH) for name, kept in ABLATIONS.items() if name not in _ON_TODAYS_DEFAULTS}
 ABLATIONS |= {REMATCH: (_REMATCH,), ORACLE_REMATCH: (*_ORACLE, _REMATCH)}
 # The run a variant is compared with at its cell and seed: the defaults it replaced a term of ("" = today's).
@@ -175,6 +178,7 @@ VARIANT_BASE: dict[str, str] = {
                                         "unfit_full_strict")},
     "oracle_long": LONG_SCHEDULE,
     CO_DIVIDE_LONG: LONG_SCHEDULE,
+    CO_DIVIDE_SHARE_KNOWN: CO_DIVIDE,
     **{name: ORACLE_REMATCH for name in ("oracle_no_exclusivity", "oracle_no_kl", "oracle_heads_detached",
                                          "oracle_dropped", "oracle_dropped_detached")},
 }
@@ -311,6 +315,7 @@ ABLATION_LABELS = {
     CLEAN_SHARE_KNOWN: "variant: the split trusts at most the cell's clean share, 1 − noise rate (Eq. 6o)",
     CLEAN_SHARE_OVER: f"variant: the split trusts at most {CLEAN_SHARE_ERROR:.0%} more than the cell's clean share "
                       "(Eq. 6o with an underestimated noise rate)",
+    CO_DIVIDE_SHARE_KNOWN: "variant: co-divide (Eq. 6n) with each split capped at the cell's clean share (Eq. 6o)",
 }
 # Entries of ABLATIONS that replace a term (run at every focus seed) rather than switch one off.
 VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "split_at_half", "batch_gate",
@@ -326,7 +331,7 @@ VARIANTS = frozenset({"v1_default", "v1_ema_split", "club_mi", "soft_rematch", "
                       "weighted_split", REMATCH, ORACLE_REMATCH, "beta_tenfold", "beta_thirtyfold",
                       "beta_hundredfold", "beta_thousandfold", "mii_half", "repair_flagged", "repair_strict",
                       "monotone_converged", "agree_split", LONG_SCHEDULE, "oracle_long", CO_DIVIDE,
-                      CO_DIVIDE_LONG, CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER})
+                      CO_DIVIDE_LONG, CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE_SHARE_KNOWN})
 
 
 @dataclass(frozen=True)
@@ -377,7 +382,7 @@ class RunSpec:
 def cell_overrides(spec: RunSpec) -> list[str]:
     """A variant's overrides that depend on its cell: Eq. 6o's clean share from the cell's noise rate (§9.16)."""
     known = 1.0 - spec.noise_rate
-    if spec.ablation == CLEAN_SHARE_KNOWN:
+    if spec.ablation in (CLEAN_SHARE_KNOWN, CO_DIVIDE_SHARE_KNOWN):
         return [f"split.clean_share={known:g}"]
     if spec.ablation == CLEAN_SHARE_OVER:
         return [f"split.clean_share={min(1.0, known + CLEAN_SHARE_ERROR):g}"]
@@ -813,5 +818,8 @@ PRESETS["standard-variants"] = replace(
           for seed in (0, 1)),
         *(RunSpec("disncl", "image", 0.8, seed, ablation=CLEAN_SHARE_OVER, data_seed=draw) for draw in (0, 1)
           for seed in (0, 1)),
+        # ... and the cap on co-divide's splits at 80 %, where the cap gained on the seeds whose ranking was good.
+        *(RunSpec("disncl", "image", 0.8, seed, ablation=CO_DIVIDE_SHARE_KNOWN, data_seed=draw) for draw in (0, 1)
+          for seed in range(5)),
     ),
 )
