@@ -562,6 +562,46 @@ def test_mii_against_full_at_convergence_is_a_verdict_only_with_every_focus_seed
     assert where not in "\n".join(Report(preset, results[:-1]).verdicts())
 
 
+def _result_at_80(method: str, seed: int, value: float, ablation: str = "", val: float = 100.0, auc: float = 0.8,
+                  precision: float = 0.4, recall: float = 0.9) -> dict:
+    """A result at 80 % per-image noise on draw 1: test rSum ``value + seed``, best validation ``val + seed``."""
+    r = _result(method, seed, value + seed, ablation, data_seed=0)
+    r["spec"]["noise_rate"] = 0.8
+    r["training"] = {"curve": [{"val_rsum": {"mii": val + seed, "full": val + seed}}]}
+    r["evaluation"]["detection"] = {"gmm": {"auroc": auc, "clean_precision": precision, "clean_recall": recall}}
+    return r
+
+
+def test_the_clean_share_table_pairs_the_cap_with_the_split_it_caps():
+    from disncl.bench.presets import CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE, CO_DIVIDE_SHARE_KNOWN
+    from disncl.bench.report import Report
+
+    extra = tuple(RunSpec("disncl", "image", 0.8, s, ablation=a) for s in (0, 1)
+                  for a in (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE, CO_DIVIDE_SHARE_KNOWN))
+    preset = replace(PRESETS["standard"], methods=("ncr", "srem", "disncl"), noise_rates=(0.8,), ablations=(),
+                     variants=(), caption_rates=(), confounds=(0.0,), extra_runs=extra)
+    run = _result_at_80
+    results = [run("srem", s, 65.0) for s in (0, 1)] + [run("disncl", s, 55.0) for s in (0, 1)]
+    # The cap: +20 test, +30 validation, precision 0.4 -> 0.6 at recall 0.6; ten points high: +5. Co-divide +10, and
+    # the cap on it +15 more (validation -10 against co-divide's).
+    results += [run("disncl", s, 75.0, CLEAN_SHARE_KNOWN, val=130.0, precision=0.6, recall=0.6) for s in (0, 1)]
+    results += [run("disncl", s, 60.0, CLEAN_SHARE_OVER) for s in (0, 1)]
+    results += [run("disncl", s, 65.0, CO_DIVIDE, val=120.0) for s in (0, 1)]
+    results += [run("disncl", s, 80.0, CO_DIVIDE_SHARE_KNOWN, val=110.0, precision=0.7, recall=0.7)
+                for s in (0, 1)]
+    report = Report(preset, results)
+    assert report.clean_share_cells() == [(0.8, 0)]
+    assert ("| 80%, draw 1 | 0, 1 | 65.5 ± 0.7 | 55.5 ± 0.7 | 75.5 ± 0.7 | 60.5 ± 0.7 | 65.5 ± 0.7 | 80.5 ± 0.7 | "
+            "+30.0 ± 0.0 | +20.0 ± 0.0 | +5.0 ± 0.0 | -10.0 ± 0.0 | +15.0 ± 0.0 | +25.0 ± 0.0 | +15.0 ± 0.0 | "
+            "0.40 ± 0.00 / 0.90 ± 0.00; 0.60 ± 0.00 / 0.60 ± 0.00; 0.70 ± 0.00 / 0.70 ± 0.00 |") \
+        in report.clean_share_table()
+    # Its own section, not variant rows of the cells table.
+    assert CLEAN_SHARE_KNOWN not in report.cells_table()
+    # Without the capped runs there is no section.
+    capped = (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE_SHARE_KNOWN)
+    assert Report(preset, [r for r in results if r["spec"]["ablation"] not in capped]).clean_share_cells() == []
+
+
 def test_the_co_divide_table_pairs_each_method_with_its_own_split_and_the_methods_with_co_divide():
     from disncl.bench.presets import CO_DIVIDE, CO_DIVIDE_LONG
     from disncl.bench.report import Report
@@ -571,13 +611,7 @@ def test_the_co_divide_table_pairs_each_method_with_its_own_split_and_the_method
     preset = replace(PRESETS["standard"], methods=("ncr", "srem", "disncl"), noise_rates=(0.8,), ablations=(),
                      variants=(), caption_rates=(), confounds=(0.0,), extra_runs=extra)
 
-    def run(method: str, seed: int, value: float, ablation: str = "", val: float = 100.0, auc: float = 0.8) -> dict:
-        r = _result(method, seed, value + seed, ablation, data_seed=0)
-        r["spec"]["noise_rate"] = 0.8
-        r["training"] = {"curve": [{"val_rsum": {"mii": val + seed, "full": val + seed}}]}
-        r["evaluation"]["detection"] = {"gmm": {"auroc": auc}}
-        return r
-
+    run = _result_at_80
     results = [run("ncr", s, 50.0) for s in (0, 1)] + [run("srem", s, 65.0) for s in (0, 1)]
     results += [run("disncl", s, 55.0) for s in (0, 1)]
     # Co-divide lifts DisNCL by 25 (validation by 50) and NCR-style by 10; DisNCL + co leads NCR-style + co by 20.

@@ -21,8 +21,11 @@ import numpy as np  # noqa: E402
 
 from disncl.bench.presets import (  # noqa: E402
     ABLATION_LABELS,
+    CLEAN_SHARE_KNOWN,
+    CLEAN_SHARE_OVER,
     CO_DIVIDE,
     CO_DIVIDE_LONG,
+    CO_DIVIDE_SHARE_KNOWN,
     LONG_SCHEDULE,
     LONG_SCHEDULE_EPOCHS,
     ORACLE,
@@ -39,7 +42,10 @@ from disncl.methods import METHOD_NAMES, METHODS  # noqa: E402
 LABELS = {name: m.label for name, m in METHODS.items()}
 # Extra runs that are not variants of a cell (the defaults elsewhere, and the perfect-detector references and the
 # convergence check and co-divide, which have their own tables): the cells table leaves them out.
-NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP, LONG_SCHEDULE, CO_DIVIDE, CO_DIVIDE_LONG})
+# The clean-share cap (Eq. 6o) and co-divide have sections of their own.
+CLEAN_SHARE_RUNS = (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE_SHARE_KNOWN)
+NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP, LONG_SCHEDULE, CO_DIVIDE, CO_DIVIDE_LONG,
+                          *CLEAN_SHARE_RUNS})
 COLOURS = {name: m.colour for name, m in METHODS.items()}
 CODE_LABELS = {"h": "full feature", "z": "MII", "u": "MEI"}
 # Convergence is read from the change in validation rSum over this many final epochs.
@@ -81,8 +87,22 @@ def recall1(r: Result, direction: str, space: str = "best") -> float:
 
 
 def auroc(r: Result) -> float:
+    return _detection(r, "auroc")
+
+
+def clean_precision(r: Result) -> float:
+    """The share of truly clean pairs among those the last epoch's split trusts."""
+    return _detection(r, "clean_precision")
+
+
+def clean_recall(r: Result) -> float:
+    """The share of the truly clean pairs the last epoch's split trusts."""
+    return _detection(r, "clean_recall")
+
+
+def _detection(r: Result, key: str) -> float:
     detection = r["evaluation"].get("detection")
-    return float(detection["gmm"]["auroc"]) if detection else float("nan")
+    return float(detection["gmm"].get(key, float("nan"))) if detection else float("nan")
 
 
 def stat(values: Iterable[float], digits: int = 1) -> str:
@@ -319,6 +339,43 @@ class Report:
                        "Δ best val, DisNCL: co-divide − own split", "Δ test, DisNCL: co-divide − own split",
                        "Δ test, NCR-style: co-divide − own split", "DisNCL + co − NCR-style + co",
                        "DisNCL + co − SREM", "noise AUROC, DisNCL → + co", "noise AUROC, NCR-style → + co"], rows)
+
+    def clean_share_cells(self) -> list[tuple[float, int]]:
+        """The (per-image noise rate, draw) cells that hold DisNCL runs with the clean-share cap (Eq. 6o)."""
+        return sorted({(s.noise_rate, s.data_seed) for s in self.preset.extra_runs_resolved()
+                       if s.method == "disncl" and s.ablation in CLEAN_SHARE_RUNS
+                       and self.cell("disncl", "image", s.noise_rate, s.ablation, draw=s.data_seed)})
+
+    def clean_share_table(self) -> str:
+        """Per cell: DisNCL's own split, capped at the cell's clean share (Eq. 6o), capped ten points too high, with
+        co-divide and with both; test rSum and the differences paired by seed at the seeds the cap ran, and what
+        the last epoch's split trusts (clean precision and recall)."""
+        keys = {name: ("disncl", ablation) for name, ablation in (
+            ("own", ""), ("cap", CLEAN_SHARE_KNOWN), ("over", CLEAN_SHARE_OVER), ("co", CO_DIVIDE),
+            ("co_cap", CO_DIVIDE_SHARE_KNOWN))}
+        srem = ("srem", "")
+        rows = []
+        for rate, draw in self.clean_share_cells():
+            runs = {key: {r["spec"]["seed"]: r for r in self.cell(key[0], "image", rate, key[1], draw=draw)}
+                    for key in (*keys.values(), srem)}
+            lead = keys["cap"] if runs[keys["cap"]] else keys["co_cap"]
+            cell = _SeedRuns(runs, lead)
+            draw_no = self.preset.draws.index(draw) + 1 if draw in self.preset.draws else draw
+            trusted = "; ".join(f"{cell.column(k, clean_precision, 2)} / {cell.column(k, clean_recall, 2)}"
+                                for k in (keys["own"], keys["cap"], keys["co_cap"]))
+            rows.append([
+                f"{rate:.0%}, draw {draw_no}", ", ".join(map(str, cell.seeds)),
+                *(cell.column(k) for k in (srem, *keys.values())),
+                cell.diff(keys["own"], keys["cap"], val_rsum), cell.diff(keys["own"], keys["cap"]),
+                cell.diff(keys["own"], keys["over"]), cell.diff(keys["co"], keys["co_cap"], val_rsum),
+                cell.diff(keys["co"], keys["co_cap"]), cell.diff(keys["own"], keys["co_cap"]),
+                cell.diff(srem, keys["co_cap"]), trusted,
+            ])
+        return _table(["cell", "seeds", "SREM", "DisNCL", "+ cap", "+ cap, 10 points high", "+ co-divide",
+                       "+ co-divide + cap", "Δ best val, cap − own split", "Δ test, cap − own split",
+                       "Δ test, cap 10 points high − own split", "Δ best val, co + cap − co",
+                       "Δ test, co + cap − co", "Δ test, co + cap − own split", "Δ test, co + cap − SREM",
+                       "clean precision / recall: own; cap; co + cap"], rows)
 
     def clean_rsum(self) -> float:
         """DisNCL's mean test rSum on clean data: what the perfect-detector shares are of."""
@@ -1001,6 +1058,14 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
                   "it trains on (`train.co_divide`, NCR's co-divide; twice the training time); "
                   "test rSum and the differences paired by seed, on validation for the choice. The noise AUROC is "
                   "the run's own network's fit, at the last epoch.", "", rep.co_divide_table(), ""]
+    if rep.clean_share_cells():
+        lines += ["## A known clean share (Eq. 6o, docs/method.md §9.16)", "",
+                  "The split capped at the cell's clean share, 1 − noise rate (`split.clean_share`: at most that "
+                  "share of the pairs is trusted, those nearest their partners), as a user who knows the noise rate "
+                  "would set it; with a share ten points too high; and on co-divide's splits (Eq. 6n). Test rSum and "
+                  "the differences paired by seed, on validation for the choice. Clean precision and recall are "
+                  "the last epoch's split's (the noise AUROC of a capped split ties every pair beyond the cap).",
+                  "", rep.clean_share_table(), ""]
     if preset.confound_methods and len(preset.confounds) > 1:
         lines += ["## The exclusive-information confound ρ", "",
                   "ρ: probability that a training caption's filler phrase is tied to its image's background "
