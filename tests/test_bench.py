@@ -589,12 +589,21 @@ def test_the_clean_share_table_pairs_the_cap_with_the_split_it_caps():
     results += [run("disncl", s, 65.0, CO_DIVIDE, val=120.0) for s in (0, 1)]
     results += [run("disncl", s, 80.0, CO_DIVIDE_SHARE_KNOWN, val=110.0, precision=0.7, recall=0.7)
                 for s in (0, 1)]
+    results += [run("srem", s, 70.0, CLEAN_SHARE_KNOWN) for s in (0, 1)]
     report = Report(preset, results)
     assert report.clean_share_cells() == [(0.8, 0)]
-    assert ("| 80%, draw 1 | 0, 1 | 65.5 ± 0.7 | 55.5 ± 0.7 | 75.5 ± 0.7 | 60.5 ± 0.7 | 65.5 ± 0.7 | 80.5 ± 0.7 | "
-            "+30.0 ± 0.0 | +20.0 ± 0.0 | +5.0 ± 0.0 | -10.0 ± 0.0 | +15.0 ± 0.0 | +25.0 ± 0.0 | +15.0 ± 0.0 | "
-            "0.40 ± 0.00 / 0.90 ± 0.00; 0.60 ± 0.00 / 0.60 ± 0.00; 0.70 ± 0.00 / 0.70 ± 0.00 |") \
-        in report.clean_share_table()
+    table = report.clean_share_table()
+    assert "| 80%, draw 1 | DisNCL | 0, 1 | 55.5 ± 0.7 |  |  |  | 0.40 ± 0.00 / 0.90 ± 0.00 |" in table
+    assert ("| 80%, draw 1 | DisNCL + cap | 0, 1 | 75.5 ± 0.7 | +30.0 ± 0.0 | +20.0 ± 0.0 |  | "
+            "0.60 ± 0.00 / 0.60 ± 0.00 |") in table
+    assert "| DisNCL + cap 10 points high | 0, 1 | 60.5 ± 0.7 | +0.0 ± 0.0 | +5.0 ± 0.0 |" in table
+    assert ("| DisNCL + co-divide + cap | 0, 1 | 80.5 ± 0.7 | -10.0 ± 0.0 | +15.0 ± 0.0 |  | "
+            "0.70 ± 0.00 / 0.70 ± 0.00 |") in table
+    # The baselines against DisNCL with the same split: SREM's own against DisNCL's own, SREM + cap against DisNCL +
+    # cap; NCR-style ran neither, so it has no row.
+    assert "| SREM | 0, 1 | 65.5 ± 0.7 |  |  | -10.0 ± 0.0 |" in table
+    assert "| SREM + cap | 0, 1 | 70.5 ± 0.7 | +0.0 ± 0.0 | +5.0 ± 0.0 | +5.0 ± 0.0 |" in table
+    assert "NCR" not in table
     # Its own section, not variant rows of the cells table.
     assert CLEAN_SHARE_KNOWN not in report.cells_table()
     # Without the capped runs there is no section.

@@ -44,6 +44,8 @@ LABELS = {name: m.label for name, m in METHODS.items()}
 # convergence check and co-divide, which have their own tables): the cells table leaves them out.
 # The clean-share cap (Eq. 6o) and co-divide have sections of their own.
 CLEAN_SHARE_RUNS = (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE_SHARE_KNOWN)
+_CLEAN_SHARE_LABELS = {CLEAN_SHARE_KNOWN: "cap", CLEAN_SHARE_OVER: "cap 10 points high", CO_DIVIDE: "co-divide",
+                       CO_DIVIDE_SHARE_KNOWN: "co-divide + cap"}
 NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP, LONG_SCHEDULE, CO_DIVIDE, CO_DIVIDE_LONG,
                           *CLEAN_SHARE_RUNS})
 COLOURS = {name: m.colour for name, m in METHODS.items()}
@@ -347,35 +349,37 @@ class Report:
                        and self.cell("disncl", "image", s.noise_rate, s.ablation, draw=s.data_seed)})
 
     def clean_share_table(self) -> str:
-        """Per cell: DisNCL's own split, capped at the cell's clean share (Eq. 6o), capped ten points too high, with
-        co-divide and with both; test rSum and the differences paired by seed at the seeds the cap ran, and what
-        the last epoch's split trusts (clean precision and recall)."""
-        keys = {name: ("disncl", ablation) for name, ablation in (
-            ("own", ""), ("cap", CLEAN_SHARE_KNOWN), ("over", CLEAN_SHARE_OVER), ("co", CO_DIVIDE),
-            ("co_cap", CO_DIVIDE_SHARE_KNOWN))}
-        srem = ("srem", "")
+        """Per cell, one row a run kind: DisNCL's own split, capped at the cell's clean share (Eq. 6o), capped ten
+        points too high, with co-divide and with both, and the baselines with and without the cap; test rSum, the
+        differences paired by seed against the split the row changes and against DisNCL with the same split
+        machinery, and what the last epoch's split trusts (clean precision and recall)."""
+        own, cap = ("disncl", ""), ("disncl", CLEAN_SHARE_KNOWN)
+        co, co_cap = ("disncl", CO_DIVIDE), ("disncl", CO_DIVIDE_SHARE_KNOWN)
+        # (row, the run it changes one thing of, DisNCL with the same split machinery)
+        kinds = [(own, None, None), (cap, own, None), (("disncl", CLEAN_SHARE_OVER), own, None), (co, own, None),
+                 (co_cap, co, None)]
+        kinds += [row for m in ("srem", "ncr")
+                  for row in (((m, ""), None, own), ((m, CLEAN_SHARE_KNOWN), (m, ""), cap))]
         rows = []
         for rate, draw in self.clean_share_cells():
             runs = {key: {r["spec"]["seed"]: r for r in self.cell(key[0], "image", rate, key[1], draw=draw)}
-                    for key in (*keys.values(), srem)}
-            lead = keys["cap"] if runs[keys["cap"]] else keys["co_cap"]
-            cell = _SeedRuns(runs, lead)
+                    for key, _, _ in kinds}
+            cell = _SeedRuns(runs, cap if runs[cap] else co_cap)
             draw_no = self.preset.draws.index(draw) + 1 if draw in self.preset.draws else draw
-            trusted = "; ".join(f"{cell.column(k, clean_precision, 2)} / {cell.column(k, clean_recall, 2)}"
-                                for k in (keys["own"], keys["cap"], keys["co_cap"]))
-            rows.append([
-                f"{rate:.0%}, draw {draw_no}", ", ".join(map(str, cell.seeds)),
-                *(cell.column(k) for k in (srem, *keys.values())),
-                cell.diff(keys["own"], keys["cap"], val_rsum), cell.diff(keys["own"], keys["cap"]),
-                cell.diff(keys["own"], keys["over"]), cell.diff(keys["co"], keys["co_cap"], val_rsum),
-                cell.diff(keys["co"], keys["co_cap"]), cell.diff(keys["own"], keys["co_cap"]),
-                cell.diff(srem, keys["co_cap"]), trusted,
-            ])
-        return _table(["cell", "seeds", "SREM", "DisNCL", "+ cap", "+ cap, 10 points high", "+ co-divide",
-                       "+ co-divide + cap", "Δ best val, cap − own split", "Δ test, cap − own split",
-                       "Δ test, cap 10 points high − own split", "Δ best val, co + cap − co",
-                       "Δ test, co + cap − co", "Δ test, co + cap − own split", "Δ test, co + cap − SREM",
-                       "clean precision / recall: own; cap; co + cap"], rows)
+            for key, base, ours in kinds:
+                if not runs[key]:
+                    continue
+                label = LABELS[key[0]] + (f" + {_CLEAN_SHARE_LABELS[key[1]]}" if key[1] else "")
+                rows.append([
+                    f"{rate:.0%}, draw {draw_no}", label, ", ".join(str(k) for k in cell.seeds if k in runs[key]),
+                    cell.column(key),
+                    cell.diff(base, key, val_rsum) if base else "", cell.diff(base, key) if base else "",
+                    cell.diff(key, ours) if ours else "",
+                    f"{cell.column(key, clean_precision, 2)} / {cell.column(key, clean_recall, 2)}",
+                ])
+        return _table(["cell", "run", "seeds", "test rSum", "Δ best val, against the run it changes",
+                       "Δ test, against the run it changes", "DisNCL (same split) − this, test",
+                       "clean precision / recall of the last split"], rows)
 
     def clean_rsum(self) -> float:
         """DisNCL's mean test rSum on clean data: what the perfect-detector shares are of."""
@@ -1062,9 +1066,11 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
         lines += ["## A known clean share (Eq. 6o, docs/method.md §9.16)", "",
                   "The split capped at the cell's clean share, 1 − noise rate (`split.clean_share`: at most that "
                   "share of the pairs is trusted, those nearest their partners), as a user who knows the noise rate "
-                  "would set it; with a share ten points too high; and on co-divide's splits (Eq. 6n). Test rSum and "
-                  "the differences paired by seed, on validation for the choice. Clean precision and recall are "
-                  "the last epoch's split's (the noise AUROC of a capped split ties every pair beyond the cap).",
+                  "would set it; with a share ten points too high; on co-divide's splits (Eq. 6n); and the "
+                  "baselines with the same cap. Test rSum and the differences paired by seed: against the run the "
+                  "row changes one thing of (validation for the choice), and for a baseline, DisNCL with the same "
+                  "split machinery minus it. Clean precision and recall are the last epoch's split's (the noise "
+                  "AUROC of a capped split ties every pair beyond the cap)."
                   "", rep.clean_share_table(), ""]
     if preset.confound_methods and len(preset.confounds) > 1:
         lines += ["## The exclusive-information confound ρ", "",
