@@ -73,7 +73,8 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
                       "agree_split": {"agree": True}, "clean_share_known": {"clean_share": 0.6},
                       "clean_share_over": {"clean_share": 0.7}}
     older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long", "co_divide",
-                                                   "co_divide_long", "co_divide_share_known"} - set(split_variants)
+                                                   "co_divide_long", "co_divide_share_known",
+                                                   "loss_share_known"} - set(split_variants)
     assert config("oracle_long") == replace(config("oracle_split"), train=replace(
         config("oracle_split").train, epochs=2 * preset.epochs))
     # §9.14's convergence check: today's defaults with twice the epochs, for every method.
@@ -93,6 +94,10 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     assert config("co_divide_share_known") == replace(config("co_divide"), split=replace(
         config("co_divide").split, clean_share=0.6))
     assert variant_base("disncl", "co_divide_share_known") == "co_divide"
+    # ... and the cap ranked by Eq. 6's loss, compared with the cap on the pair distance.
+    assert config("loss_share_known") == replace(config("clean_share_known"), split=replace(
+        config("clean_share_known").split, score="loss"))
+    assert variant_base("disncl", "loss_share_known") == "clean_share_known"
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
     on_defaults = {"detached_warmup", "joint_heads", "converged_mixture", "oracle_split", "oracle_after_warmup",
