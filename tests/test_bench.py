@@ -74,7 +74,7 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
                       "clean_share_over": {"clean_share": 0.7}}
     older = VARIANTS - set(bottleneck) - {"mii_half", LONG_SCHEDULE, "oracle_long", "co_divide",
                                                    "co_divide_long", "co_divide_share_known",
-                                                   "loss_share_known"} - set(split_variants)
+                                                   "loss_share_known", "detached_share_known"} - set(split_variants)
     assert config("oracle_long") == replace(config("oracle_split"), train=replace(
         config("oracle_split").train, epochs=2 * preset.epochs))
     # §9.14's convergence check: today's defaults with twice the epochs, for every method.
@@ -98,6 +98,9 @@ def test_variants_keep_the_settings_they_were_measured_on_and_compare_with_their
     assert config("loss_share_known") == replace(config("clean_share_known"), split=replace(
         config("clean_share_known").split, score="loss"))
     assert variant_base("disncl", "loss_share_known") == "clean_share_known"
+    assert config("detached_share_known") == replace(config("clean_share_known"), train=replace(
+        config("clean_share_known").train, warmup_heads="detached"))
+    assert variant_base("disncl", "detached_share_known") == "clean_share_known"
     fallback_variants = {"unfit_split", "unfit_confident", "unfit_split_full", "unfit_full_strict", "no_fallback"}
     # Today's defaults with a switch changed.
     on_defaults = {"detached_warmup", "joint_heads", "converged_mixture", "oracle_split", "oracle_after_warmup",

@@ -26,6 +26,7 @@ from disncl.bench.presets import (  # noqa: E402
     CO_DIVIDE,
     CO_DIVIDE_LONG,
     CO_DIVIDE_SHARE_KNOWN,
+    DETACHED_SHARE_KNOWN,
     LONG_SCHEDULE,
     LONG_SCHEDULE_EPOCHS,
     LOSS_SHARE_KNOWN,
@@ -44,9 +45,10 @@ LABELS = {name: m.label for name, m in METHODS.items()}
 # Extra runs that are not variants of a cell (the defaults elsewhere, and the perfect-detector references and the
 # convergence check and co-divide, which have their own tables): the cells table leaves them out.
 # The clean-share cap (Eq. 6o) and co-divide have sections of their own.
-CLEAN_SHARE_RUNS = (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE_SHARE_KNOWN, LOSS_SHARE_KNOWN)
+CLEAN_SHARE_RUNS = (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE_SHARE_KNOWN, LOSS_SHARE_KNOWN, DETACHED_SHARE_KNOWN)
 _CLEAN_SHARE_LABELS = {CLEAN_SHARE_KNOWN: "cap", CLEAN_SHARE_OVER: "cap 10 points high", CO_DIVIDE: "co-divide",
-                       CO_DIVIDE_SHARE_KNOWN: "co-divide + cap", LOSS_SHARE_KNOWN: "cap, ranked by the loss"}
+                       CO_DIVIDE_SHARE_KNOWN: "co-divide + cap", LOSS_SHARE_KNOWN: "cap, ranked by the loss",
+                       DETACHED_SHARE_KNOWN: "cap, towers-only warm-up"}
 NOT_VARIANTS = frozenset({"", ORACLE, ORACLE_AFTER_WARMUP, LONG_SCHEDULE, CO_DIVIDE, CO_DIVIDE_LONG,
                           *CLEAN_SHARE_RUNS})
 COLOURS = {name: m.colour for name, m in METHODS.items()}
@@ -358,7 +360,8 @@ class Report:
         co, co_cap = ("disncl", CO_DIVIDE), ("disncl", CO_DIVIDE_SHARE_KNOWN)
         # (row, the run it changes one thing of, DisNCL with the same split machinery)
         kinds = [(own, None, None), (cap, own, None), (("disncl", CLEAN_SHARE_OVER), own, None),
-                 (("disncl", LOSS_SHARE_KNOWN), cap, None), (co, own, None), (co_cap, co, None)]
+                 (("disncl", LOSS_SHARE_KNOWN), cap, None), (("disncl", DETACHED_SHARE_KNOWN), cap, None),
+                 (co, own, None), (co_cap, co, None)]
         kinds += [row for m in ("srem", "ncr")
                   for row in (((m, ""), None, own), ((m, CLEAN_SHARE_KNOWN), (m, ""), cap))]
         rows = []
