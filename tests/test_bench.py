@@ -581,7 +581,13 @@ def _result_at_80(method: str, seed: int, value: float, ablation: str = "", val:
 
 
 def test_the_clean_share_table_pairs_the_cap_with_the_split_it_caps():
-    from disncl.bench.presets import CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE, CO_DIVIDE_SHARE_KNOWN
+    from disncl.bench.presets import (
+        CLEAN_SHARE_KNOWN,
+        CLEAN_SHARE_OVER,
+        CO_DIVIDE,
+        CO_DIVIDE_SHARE_KNOWN,
+        DETACHED_SHARE_KNOWN,
+    )
     from disncl.bench.report import Report
 
     extra = tuple(RunSpec("disncl", "image", 0.8, s, ablation=a) for s in (0, 1)
@@ -601,16 +607,21 @@ def test_the_clean_share_table_pairs_the_cap_with_the_split_it_caps():
     report = Report(preset, results)
     assert report.clean_share_cells() == [(0.8, 0)]
     table = report.clean_share_table()
-    assert "| 80%, draw 1 | DisNCL | 0, 1 | 55.5 ± 0.7 |  |  |  | 0.40 ± 0.00 / 0.90 ± 0.00 |" in table
-    assert ("| 80%, draw 1 | DisNCL + cap | 0, 1 | 75.5 ± 0.7 | +30.0 ± 0.0 | +20.0 ± 0.0 |  | "
+    assert "| 80%, draw 1 | DisNCL | 0, 1 | 55.5 ± 0.7 |  |  |  |  | 0.40 ± 0.00 / 0.90 ± 0.00 |" in table
+    assert ("| 80%, draw 1 | DisNCL + cap | 0, 1 | 75.5 ± 0.7 | +30.0 ± 0.0 | +20.0 ± 0.0 |  |  | "
             "0.60 ± 0.00 / 0.60 ± 0.00 |") in table
     assert "| DisNCL + cap 10 points high | 0, 1 | 60.5 ± 0.7 | +0.0 ± 0.0 | +5.0 ± 0.0 |" in table
-    assert ("| DisNCL + co-divide + cap | 0, 1 | 80.5 ± 0.7 | -10.0 ± 0.0 | +15.0 ± 0.0 |  | "
+    assert ("| DisNCL + co-divide + cap | 0, 1 | 80.5 ± 0.7 | -10.0 ± 0.0 | +15.0 ± 0.0 |  |  | "
             "0.70 ± 0.00 / 0.70 ± 0.00 |") in table
     # The baselines against DisNCL with the same split: SREM's own against DisNCL's own, SREM + cap against DisNCL +
     # cap; NCR-style ran neither, so it has no row.
-    assert "| SREM | 0, 1 | 65.5 ± 0.7 |  |  | -10.0 ± 0.0 |" in table
-    assert "| SREM + cap | 0, 1 | 70.5 ± 0.7 | +0.0 ± 0.0 | +5.0 ± 0.0 | +5.0 ± 0.0 |" in table
+    assert "| SREM | 0, 1 | 65.5 ± 0.7 |  |  | -10.0 ± 0.0 |  |" in table
+    assert "| SREM + cap | 0, 1 | 70.5 ± 0.7 | +0.0 ± 0.0 | +5.0 ± 0.0 | +5.0 ± 0.0 |  |" in table
+    # With the towers-only warm-up's capped runs, every baseline row also reads against them.
+    results += [run("disncl", s, 90.0, DETACHED_SHARE_KNOWN) for s in (0, 1)]
+    table = Report(preset, results).clean_share_table()
+    assert "| DisNCL + cap, towers-only warm-up | 0, 1 | 90.5 ± 0.7 | -30.0 ± 0.0 | +15.0 ± 0.0 |  |  |" in table
+    assert "| SREM + cap | 0, 1 | 70.5 ± 0.7 | +0.0 ± 0.0 | +5.0 ± 0.0 | +5.0 ± 0.0 | +20.0 ± 0.0 |" in table
     assert "NCR" not in table
     # Its own section, not variant rows of the cells table.
     assert CLEAN_SHARE_KNOWN not in report.cells_table()

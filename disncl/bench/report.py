@@ -358,9 +358,10 @@ class Report:
         machinery, and what the last epoch's split trusts (clean precision and recall)."""
         own, cap = ("disncl", ""), ("disncl", CLEAN_SHARE_KNOWN)
         co, co_cap = ("disncl", CO_DIVIDE), ("disncl", CO_DIVIDE_SHARE_KNOWN)
+        detached_cap = ("disncl", DETACHED_SHARE_KNOWN)
         # (row, the run it changes one thing of, DisNCL with the same split machinery)
         kinds = [(own, None, None), (cap, own, None), (("disncl", CLEAN_SHARE_OVER), own, None),
-                 (("disncl", LOSS_SHARE_KNOWN), cap, None), (("disncl", DETACHED_SHARE_KNOWN), cap, None),
+                 (("disncl", LOSS_SHARE_KNOWN), cap, None), (detached_cap, cap, None),
                  (co, own, None), (co_cap, co, None)]
         kinds += [row for m in ("srem", "ncr")
                   for row in (((m, ""), None, own), ((m, CLEAN_SHARE_KNOWN), (m, ""), cap))]
@@ -379,10 +380,12 @@ class Report:
                     cell.column(key),
                     cell.diff(base, key, val_rsum) if base else "", cell.diff(base, key) if base else "",
                     cell.diff(key, ours) if ours else "",
+                    cell.diff(key, detached_cap) if ours and runs[detached_cap] else "",
                     f"{cell.column(key, clean_precision, 2)} / {cell.column(key, clean_recall, 2)}",
                 ])
         return _table(["cell", "run", "seeds", "test rSum", "Δ best val, against the run it changes",
                        "Δ test, against the run it changes", "DisNCL (same split) − this, test",
+                       "DisNCL + cap, towers-only warm-up − this, test",
                        "clean precision / recall of the last split"], rows)
 
     def clean_rsum(self) -> float:
