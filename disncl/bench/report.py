@@ -1076,8 +1076,9 @@ def write_report(preset: Preset, results: list[Result], report: Path, plots: Pat
                   "would set it; with a share ten points too high; on co-divide's splits (Eq. 6n); and the "
                   "baselines with the same cap. Test rSum and the differences paired by seed: against the run the "
                   "row changes one thing of (validation for the choice), and for a baseline, DisNCL with the same "
-                  "split machinery minus it. Clean precision and recall are the last epoch's split's (the noise "
-                  "AUROC of a capped split ties every pair beyond the cap)."
+                  "split machinery minus it, and DisNCL with the cap after a towers-only warm-up (Eq. 2c) minus it. "
+                  "Clean precision and recall are the last epoch's split's (the noise AUROC of a capped split ties "
+                  "every pair beyond the cap).",
                   "", rep.clean_share_table(), ""]
     if preset.confound_methods and len(preset.confounds) > 1:
         lines += ["## The exclusive-information confound ρ", "",
