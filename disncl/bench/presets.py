@@ -842,5 +842,8 @@ PRESETS["standard-variants"] = replace(
           for a in (LOSS_SHARE_KNOWN, DETACHED_SHARE_KNOWN) for draw in (0, 1) for seed in range(5)),
         *(RunSpec("ncr", "image", 0.8, seed, ablation=CLEAN_SHARE_KNOWN, data_seed=draw) for draw in (0, 1)
           for seed in range(5)),
+        # ... and the towers-only warm-up with the cap where most pairs are right (40-60 %, seeds 0-1).
+        *(RunSpec("disncl", "image", rate, seed, ablation=DETACHED_SHARE_KNOWN) for rate in (0.6, 0.4)
+          for seed in (0, 1)),
     ),
 )
