@@ -588,7 +588,7 @@ def test_the_clean_share_table_pairs_the_cap_with_the_split_it_caps():
         CO_DIVIDE_SHARE_KNOWN,
         DETACHED_SHARE_KNOWN,
     )
-    from disncl.bench.report import Report
+    from disncl.bench.report import CLEAN_SHARE_RUNS, Report
 
     extra = tuple(RunSpec("disncl", "image", 0.8, s, ablation=a) for s in (0, 1)
                   for a in (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE, CO_DIVIDE_SHARE_KNOWN))
@@ -626,8 +626,8 @@ def test_the_clean_share_table_pairs_the_cap_with_the_split_it_caps():
     # Its own section, not variant rows of the cells table.
     assert CLEAN_SHARE_KNOWN not in report.cells_table()
     # Without the capped runs there is no section.
-    capped = (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE_SHARE_KNOWN)
-    assert Report(preset, [r for r in results if r["spec"]["ablation"] not in capped]).clean_share_cells() == []
+    assert Report(preset, [r for r in results if r["spec"]["ablation"] not in CLEAN_SHARE_RUNS]).clean_share_cells() \
+        == []
 
 
 def test_the_co_divide_table_pairs_each_method_with_its_own_split_and_the_methods_with_co_divide():

@@ -43,6 +43,9 @@ CO_DIVIDE_SHARE_KNOWN = "co_divide_share_known"  # ... and with co-divide (Eq. 6
 LOSS_SHARE_KNOWN = "loss_share_known"
 # ... and after a warm-up whose towers train on the full-space alignment alone (Eq. 2c), as SREM's warm-up trains
 DETACHED_SHARE_KNOWN = "detached_share_known"
+# Every variant with the cap, and how far its share lies above the cell's true clean share.
+CLEAN_SHARE_ERRORS = {CLEAN_SHARE_KNOWN: 0.0, CLEAN_SHARE_OVER: CLEAN_SHARE_ERROR, CO_DIVIDE_SHARE_KNOWN: 0.0,
+                      LOSS_SHARE_KNOWN: 0.0, DETACHED_SHARE_KNOWN: 0.0}
 _ORACLE = ("split.oracle=true", "train.warmup_epochs=0")
 _OWN_SPACE = "train.shut_gate_space=selection"
 # The flagged pairs re-matched whatever share the split flags (no Eq. 3c), the defaults until §9.11, kept by
@@ -393,12 +396,9 @@ class RunSpec:
 
 def cell_overrides(spec: RunSpec) -> list[str]:
     """A variant's overrides that depend on its cell: Eq. 6o's clean share from the cell's noise rate (§9.16)."""
-    known = 1.0 - spec.noise_rate
-    if spec.ablation in (CLEAN_SHARE_KNOWN, CO_DIVIDE_SHARE_KNOWN, LOSS_SHARE_KNOWN, DETACHED_SHARE_KNOWN):
-        return [f"split.clean_share={known:g}"]
-    if spec.ablation == CLEAN_SHARE_OVER:
-        return [f"split.clean_share={min(1.0, known + CLEAN_SHARE_ERROR):g}"]
-    return []
+    if spec.ablation not in CLEAN_SHARE_ERRORS:
+        return []
+    return [f"split.clean_share={min(1.0, 1.0 - spec.noise_rate + CLEAN_SHARE_ERRORS[spec.ablation]):g}"]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 
 from disncl.bench.presets import (  # noqa: E402
     ABLATION_LABELS,
+    CLEAN_SHARE_ERRORS,
     CLEAN_SHARE_KNOWN,
     CLEAN_SHARE_OVER,
     CO_DIVIDE,
@@ -45,7 +46,7 @@ LABELS = {name: m.label for name, m in METHODS.items()}
 # Extra runs that are not variants of a cell (the defaults elsewhere, and the perfect-detector references and the
 # convergence check and co-divide, which have their own tables): the cells table leaves them out.
 # The clean-share cap (Eq. 6o) and co-divide have sections of their own.
-CLEAN_SHARE_RUNS = (CLEAN_SHARE_KNOWN, CLEAN_SHARE_OVER, CO_DIVIDE_SHARE_KNOWN, LOSS_SHARE_KNOWN, DETACHED_SHARE_KNOWN)
+CLEAN_SHARE_RUNS = tuple(CLEAN_SHARE_ERRORS)
 _CLEAN_SHARE_LABELS = {CLEAN_SHARE_KNOWN: "cap", CLEAN_SHARE_OVER: "cap 10 points high", CO_DIVIDE: "co-divide",
                        CO_DIVIDE_SHARE_KNOWN: "co-divide + cap", LOSS_SHARE_KNOWN: "cap, ranked by the loss",
                        DETACHED_SHARE_KNOWN: "cap, towers-only warm-up"}
@@ -369,7 +370,8 @@ class Report:
         for rate, draw in self.clean_share_cells():
             runs = {key: {r["spec"]["seed"]: r for r in self.cell(key[0], "image", rate, key[1], draw=draw)}
                     for key, _, _ in kinds}
-            cell = _SeedRuns(runs, cap if runs[cap] else co_cap)
+            # Read at the seeds of the first capped run kind the cell holds (the cap itself where it ran).
+            cell = _SeedRuns(runs, next(k for k, base, _ in kinds if base and k[1] in CLEAN_SHARE_RUNS and runs[k]))
             draw_no = self.preset.draws.index(draw) + 1 if draw in self.preset.draws else draw
             for key, base, ours in kinds:
                 if not runs[key]:
